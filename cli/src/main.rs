@@ -1,0 +1,2 @@
+//! `booctl`, the boocontrol ops CLI (work in progress).
+fn main() {}

@@ -1,0 +1,1 @@
+//! boo-fleet-core (work in progress).

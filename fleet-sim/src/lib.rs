@@ -1,0 +1,1 @@
+//! boo-fleet-sim (work in progress).

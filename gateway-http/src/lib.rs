@@ -1,0 +1,1 @@
+//! boo-gateway-http (work in progress).

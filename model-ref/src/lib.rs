@@ -1,0 +1,1 @@
+//! boo-model-ref (work in progress).

@@ -1,0 +1,1 @@
+//! boo-provider-registry (work in progress).

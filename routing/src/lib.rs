@@ -1,0 +1,1 @@
+//! boo-routing (work in progress).

@@ -1,0 +1,1 @@
+//! boo-telemetry-store (work in progress).
