@@ -1,0 +1,60 @@
+//! Decision time for 10 and 200 candidates (targets: ≤ 2 µs and ≤ 20 µs).
+
+use boo_routing::{
+    CandidateFacts, FleetView, Lane, Liveness, LoadState, RequestFeatures, RoutePolicy, decide,
+};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+
+/// A fleet of `n` models spread over 10 providers with mixed states, liveness and measurements.
+fn fleet(n: usize) -> FleetView {
+    let states = [LoadState::Ready, LoadState::Stopped, LoadState::Starting, LoadState::Unknown, LoadState::Error];
+    let live = [Liveness::Connected, Liveness::Connected, Liveness::Reconnecting, Liveness::Down, Liveness::Unknown];
+    let facts = (0..n)
+        .map(|i| {
+            let mut c = CandidateFacts::new(format!("host-{}/model-{i:03}.gguf", i % 10).parse().expect("valid id"));
+            c.lane = if i % 10 == 9 { Lane::Cloud } else { Lane::Local };
+            c.state = states[i % states.len()];
+            c.liveness = live[(i / 3) % live.len()];
+            c.n_ctx = if i % 7 == 0 { None } else { Some([4096, 8192, 32768, 131072][i % 4]) };
+            c.load_ms = Some(2_000 + (i as u64 * 37) % 20_000);
+            c.gen_tps = Some(10.0 + (i % 50) as f64);
+            c.prompt_tps = Some(200.0 + (i % 30) as f64 * 10.0);
+            c.queue_wait_ms = Some((i as u64 * 131) % 10_000);
+            c.price_in_per_mtok = Some(0.5);
+            c.price_out_per_mtok = Some(1.5);
+            c.score = Some((i % 100) as f64);
+            c.tags = vec!["code".into()];
+            c
+        })
+        .collect();
+    FleetView::new(facts)
+}
+
+fn policy() -> RoutePolicy {
+    RoutePolicy::from_json(&serde_json::json!({
+        "name": "auto:code",
+        "candidates": ["host-0/model-000.gguf", "tag:code"],
+        "order": ["prefer_loaded", "fastest", "best_score"],
+        "filters": { "max_wait_ms": 5000 },
+        "limits": { "max_attempts": 4 },
+        "rules": [{ "when": { "needs_vision": true }, "candidates": ["tag:vision"] }]
+    }))
+    .expect("valid policy")
+}
+
+fn bench(c: &mut Criterion) {
+    let p = policy();
+    let req = RequestFeatures { est_prompt_tokens: 6_000, max_tokens: Some(1_024), ..Default::default() };
+    let mut g = c.benchmark_group("decide");
+    for n in [10usize, 200] {
+        let f = fleet(n);
+        g.bench_with_input(BenchmarkId::from_parameter(n), &f, |b, f| {
+            b.iter(|| decide(black_box(&p), black_box(&req), black_box(f)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
