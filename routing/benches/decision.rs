@@ -8,15 +8,39 @@ use std::hint::black_box;
 
 /// A fleet of `n` models spread over 10 providers with mixed states, liveness and measurements.
 fn fleet(n: usize) -> FleetView {
-    let states = [LoadState::Ready, LoadState::Stopped, LoadState::Starting, LoadState::Unknown, LoadState::Error];
-    let live = [Liveness::Connected, Liveness::Connected, Liveness::Reconnecting, Liveness::Down, Liveness::Unknown];
+    let states = [
+        LoadState::Ready,
+        LoadState::Stopped,
+        LoadState::Starting,
+        LoadState::Unknown,
+        LoadState::Error,
+    ];
+    let live = [
+        Liveness::Connected,
+        Liveness::Connected,
+        Liveness::Reconnecting,
+        Liveness::Down,
+        Liveness::Unknown,
+    ];
     let facts = (0..n)
         .map(|i| {
-            let mut c = CandidateFacts::new(format!("host-{}/model-{i:03}.gguf", i % 10).parse().expect("valid id"));
-            c.lane = if i % 10 == 9 { Lane::Cloud } else { Lane::Local };
+            let mut c = CandidateFacts::new(
+                format!("host-{}/model-{i:03}.gguf", i % 10)
+                    .parse()
+                    .expect("valid id"),
+            );
+            c.lane = if i % 10 == 9 {
+                Lane::Cloud
+            } else {
+                Lane::Local
+            };
             c.state = states[i % states.len()];
             c.liveness = live[(i / 3) % live.len()];
-            c.n_ctx = if i % 7 == 0 { None } else { Some([4096, 8192, 32768, 131072][i % 4]) };
+            c.n_ctx = if i % 7 == 0 {
+                None
+            } else {
+                Some([4096, 8192, 32768, 131072][i % 4])
+            };
             c.load_ms = Some(2_000 + (i as u64 * 37) % 20_000);
             c.gen_tps = Some(10.0 + (i % 50) as f64);
             c.prompt_tps = Some(200.0 + (i % 30) as f64 * 10.0);
@@ -45,7 +69,11 @@ fn policy() -> RoutePolicy {
 
 fn bench(c: &mut Criterion) {
     let p = policy();
-    let req = RequestFeatures { est_prompt_tokens: 6_000, max_tokens: Some(1_024), ..Default::default() };
+    let req = RequestFeatures {
+        est_prompt_tokens: 6_000,
+        max_tokens: Some(1_024),
+        ..Default::default()
+    };
     let mut g = c.benchmark_group("decide");
     for n in [10usize, 200] {
         let f = fleet(n);

@@ -32,7 +32,9 @@ fn is_false(b: &bool) -> bool {
 
 impl Demotions {
     fn rank(self) -> u8 {
-        (u8::from(self.reconnecting) << 2) | (u8::from(self.over_max_wait) << 1) | u8::from(self.context_unknown)
+        (u8::from(self.reconnecting) << 2)
+            | (u8::from(self.over_max_wait) << 1)
+            | u8::from(self.context_unknown)
     }
 
     /// True when any demotion applies.
@@ -132,15 +134,21 @@ impl fmt::Display for SkipReason {
             Self::LaneExcluded { lane } => write!(f, "lane {lane} excluded by the policy"),
             Self::HostDown => f.write_str("host down"),
             Self::ModelError => f.write_str("model in error state"),
-            Self::MissingCapability { capability: Capability::Tools } => f.write_str("model does not support tools"),
-            Self::MissingCapability { capability: Capability::Vision } => {
-                f.write_str("model does not support images")
-            }
+            Self::MissingCapability {
+                capability: Capability::Tools,
+            } => f.write_str("model does not support tools"),
+            Self::MissingCapability {
+                capability: Capability::Vision,
+            } => f.write_str("model does not support images"),
             Self::ContextTooSmall { need, n_ctx } => {
                 write!(f, "context too small (need {need} tokens, n_ctx {n_ctx})")
             }
-            Self::ColdStartNotAllowed => f.write_str("not loaded and the policy forbids cold starts"),
-            Self::OverAttemptLimit { max_attempts } => write!(f, "beyond max_attempts {max_attempts}"),
+            Self::ColdStartNotAllowed => {
+                f.write_str("not loaded and the policy forbids cold starts")
+            }
+            Self::OverAttemptLimit { max_attempts } => {
+                write!(f, "beyond max_attempts {max_attempts}")
+            }
         }
     }
 }
@@ -175,7 +183,11 @@ impl Decision {
             policy: self.policy.clone(),
             rule: self.rule,
             attempts: self.attempts.iter().map(|a| a.model.to_string()).collect(),
-            skipped: self.skipped.iter().map(|(m, r)| format!("{m}={}", skip_code(r))).collect(),
+            skipped: self
+                .skipped
+                .iter()
+                .map(|(m, r)| format!("{m}={}", skip_code(r)))
+                .collect(),
         }
     }
 
@@ -194,8 +206,12 @@ pub fn skip_code(r: &SkipReason) -> &'static str {
         SkipReason::LaneExcluded { .. } => "lane",
         SkipReason::HostDown => "down",
         SkipReason::ModelError => "error",
-        SkipReason::MissingCapability { capability: Capability::Tools } => "no_tools",
-        SkipReason::MissingCapability { capability: Capability::Vision } => "no_vision",
+        SkipReason::MissingCapability {
+            capability: Capability::Tools,
+        } => "no_tools",
+        SkipReason::MissingCapability {
+            capability: Capability::Vision,
+        } => "no_vision",
         SkipReason::ContextTooSmall { .. } => "ctx",
         SkipReason::ColdStartNotAllowed => "cold",
         SkipReason::OverAttemptLimit { .. } => "limit",
@@ -250,7 +266,15 @@ impl fmt::Display for Decision {
             writeln!(f, "  no eligible candidate")?;
         }
         for (i, a) in self.attempts.iter().enumerate() {
-            write!(f, "  {}. {} [{}, host {}, {}", i + 1, a.model, a.lane, a.liveness, state_word(a.state))?;
+            write!(
+                f,
+                "  {}. {} [{}, host {}, {}",
+                i + 1,
+                a.model,
+                a.lane,
+                a.liveness,
+                state_word(a.state)
+            )?;
             match a.n_ctx {
                 Some(n) => write!(f, ", n_ctx {n}")?,
                 None => write!(f, ", n_ctx unknown")?,
@@ -351,7 +375,9 @@ fn strategy_key(s: Strategy, c: &CandidateFacts, prio: u32, req: &RequestFeature
         Strategy::Fastest => match sane(c.gen_tps).filter(|t| *t > 0.0) {
             None => [1.0, 0.0],
             Some(g) => {
-                let p = sane(c.prompt_tps).filter(|t| *t > 0.0).map_or(0.0, |p| prompt / p);
+                let p = sane(c.prompt_tps)
+                    .filter(|t| *t > 0.0)
+                    .map_or(0.0, |p| prompt / p);
                 [0.0, (p + out_tokens / g) * 1000.0]
             }
         },
@@ -371,7 +397,12 @@ fn strategy_key(s: Strategy, c: &CandidateFacts, prio: u32, req: &RequestFeature
     }
 }
 
-fn filter(c: &CandidateFacts, req: &RequestFeatures, need: u64, eff: &crate::policy::Effective<'_>) -> Option<SkipReason> {
+fn filter(
+    c: &CandidateFacts,
+    req: &RequestFeatures,
+    need: u64,
+    eff: &crate::policy::Effective<'_>,
+) -> Option<SkipReason> {
     if let Some(lanes) = &eff.filters.lanes
         && !lanes.contains(&c.lane)
     {
@@ -384,10 +415,14 @@ fn filter(c: &CandidateFacts, req: &RequestFeatures, need: u64, eff: &crate::pol
         return Some(SkipReason::ModelError);
     }
     if req.needs_tools && c.capabilities.tools == Some(false) {
-        return Some(SkipReason::MissingCapability { capability: Capability::Tools });
+        return Some(SkipReason::MissingCapability {
+            capability: Capability::Tools,
+        });
     }
     if req.needs_vision && c.capabilities.vision == Some(false) {
-        return Some(SkipReason::MissingCapability { capability: Capability::Vision });
+        return Some(SkipReason::MissingCapability {
+            capability: Capability::Vision,
+        });
     }
     if let Some(n) = c.n_ctx
         && need > u64::from(n)
@@ -404,7 +439,11 @@ fn filter(c: &CandidateFacts, req: &RequestFeatures, need: u64, eff: &crate::pol
 ///
 /// Pure and deterministic: the same policy, request and fleet facts give the same decision.
 /// Every candidate the policy names ends up either in `attempts` or in `skipped`.
-pub fn decide<F: FleetFacts + ?Sized>(policy: &RoutePolicy, req: &RequestFeatures, fleet: &F) -> Decision {
+pub fn decide<F: FleetFacts + ?Sized>(
+    policy: &RoutePolicy,
+    req: &RequestFeatures,
+    fleet: &F,
+) -> Decision {
     let eff = policy.effective(req);
     let all = fleet.all();
     let need = req.needed_tokens();
@@ -457,7 +496,9 @@ pub fn decide<F: FleetFacts + ?Sized>(policy: &RoutePolicy, req: &RequestFeature
     // Filter and rank.
     let mut ranked: Vec<Ranked> = Vec::with_capacity(picked.len());
     for &(prio, idx) in &picked {
-        let Some(c) = all.get(idx as usize) else { continue };
+        let Some(c) = all.get(idx as usize) else {
+            continue;
+        };
         if let Some(reason) = filter(c, req, need, &eff) {
             skipped.push((c.model.clone(), reason));
             continue;
@@ -482,16 +523,29 @@ pub fn decide<F: FleetFacts + ?Sized>(policy: &RoutePolicy, req: &RequestFeature
             keys[k + 1] = b;
             k += 2;
         }
-        ranked.push(Ranked { demote: demoted.rank(), keys, prio, idx, demoted });
+        ranked.push(Ranked {
+            demote: demoted.rank(),
+            keys,
+            prio,
+            idx,
+            demoted,
+        });
     }
     ranked.sort_unstable_by(cmp_ranked);
 
     let max = eff.limits.max_attempts as usize;
     let mut attempts = Vec::with_capacity(ranked.len().min(max));
     for (n, r) in ranked.iter().enumerate() {
-        let Some(c) = all.get(r.idx as usize) else { continue };
+        let Some(c) = all.get(r.idx as usize) else {
+            continue;
+        };
         if n >= max {
-            skipped.push((c.model.clone(), SkipReason::OverAttemptLimit { max_attempts: eff.limits.max_attempts }));
+            skipped.push((
+                c.model.clone(),
+                SkipReason::OverAttemptLimit {
+                    max_attempts: eff.limits.max_attempts,
+                },
+            ));
             continue;
         }
         let local = c.lane == Lane::Local;
@@ -503,7 +557,11 @@ pub fn decide<F: FleetFacts + ?Sized>(policy: &RoutePolicy, req: &RequestFeature
             state: c.state,
             n_ctx: c.n_ctx,
             cold,
-            expected_load_ms: if local && (cold || c.state == LoadState::Starting) { c.load_ms } else { None },
+            expected_load_ms: if local && (cold || c.state == LoadState::Starting) {
+                c.load_ms
+            } else {
+                None
+            },
             queue_wait_ms: c.queue_wait_ms,
             gen_tps: sane(c.gen_tps),
             score: sane(c.score),
@@ -520,3 +578,6 @@ pub fn decide<F: FleetFacts + ?Sized>(policy: &RoutePolicy, req: &RequestFeature
         skipped,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -35,7 +35,9 @@ impl RequestFeatures {
 }
 
 /// Where a model runs: local GPU hosts run serially per host, cloud work runs in parallel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Lane {
     /// A llama-swap / llama-server host.
@@ -262,3 +264,6 @@ impl FleetFacts for FleetView {
         self.facts.binary_search_by(|c| c.model.cmp(model)).ok()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -159,7 +159,10 @@ pub struct FailoverReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     Idle,
-    Waiting { first_byte_deadline_ms: u64, loading_since: Option<u64> },
+    Waiting {
+        first_byte_deadline_ms: u64,
+        loading_since: Option<u64>,
+    },
     Streaming,
     Finished(Final),
 }
@@ -202,7 +205,11 @@ impl Failover {
             plan: decision
                 .attempts
                 .iter()
-                .map(|a| Planned { model: a.model.clone(), cold: a.cold, expected_load_ms: a.expected_load_ms })
+                .map(|a| Planned {
+                    model: a.model.clone(),
+                    cold: a.cold,
+                    expected_load_ms: a.expected_load_ms,
+                })
                 .collect(),
             limits: decision.limits,
             deadline_ms: now_ms.saturating_add(decision.limits.total_deadline_ms),
@@ -222,8 +229,14 @@ impl Failover {
     /// allowed) only the total deadline applies, so this returns it.
     pub fn first_byte_deadline_ms(&self) -> Option<u64> {
         match &self.phase {
-            Phase::Waiting { loading_since: Some(_), .. } => Some(self.deadline_ms),
-            Phase::Waiting { first_byte_deadline_ms, .. } => Some(*first_byte_deadline_ms),
+            Phase::Waiting {
+                loading_since: Some(_),
+                ..
+            } => Some(self.deadline_ms),
+            Phase::Waiting {
+                first_byte_deadline_ms,
+                ..
+            } => Some(*first_byte_deadline_ms),
             _ => None,
         }
     }
@@ -243,7 +256,11 @@ impl Failover {
 
     /// Serializable summary for the telemetry record.
     pub fn report(&self) -> FailoverReport {
-        FailoverReport { policy: self.policy.clone(), attempts: self.log.clone(), result: self.result().cloned() }
+        FailoverReport {
+            policy: self.policy.clone(),
+            attempts: self.log.clone(),
+            result: self.result().cloned(),
+        }
     }
 
     fn finish(&mut self, f: Final) -> Final {
@@ -256,7 +273,10 @@ impl Failover {
     }
 
     fn illegal(&self, event: &'static str) -> RoutingError {
-        RoutingError::IllegalTransition { event, state: self.phase.name() }
+        RoutingError::IllegalTransition {
+            event,
+            state: self.phase.name(),
+        }
     }
 
     /// Starts the next attempt, or gives up (no candidate left, or the deadline passed).
@@ -274,7 +294,11 @@ impl Failover {
             return Ok(Step::GiveUp(self.give_up(Failure::DeadlineExceeded)));
         }
         let Some(p) = self.plan.get(self.next).cloned() else {
-            let last = self.log.last().and_then(|l| l.outcome).unwrap_or(Outcome::Refused);
+            let last = self
+                .log
+                .last()
+                .and_then(|l| l.outcome)
+                .unwrap_or(Outcome::Refused);
             return Ok(Step::GiveUp(self.give_up(Failure::Exhausted { last })));
         };
         let index = self.next;
@@ -284,10 +308,27 @@ impl Failover {
         } else {
             0
         };
-        let fb = now_ms.saturating_add(self.limits.first_byte_ms).saturating_add(load_allowance).min(self.deadline_ms);
-        self.phase = Phase::Waiting { first_byte_deadline_ms: fb, loading_since: None };
-        self.log.push(AttemptLog { model: p.model.clone(), started_ms: now_ms, ended_ms: None, outcome: None, load_wait_ms: 0 });
-        Ok(Step::Try(AttemptPlan { index, model: p.model, first_byte_deadline_ms: fb, deadline_ms: self.deadline_ms }))
+        let fb = now_ms
+            .saturating_add(self.limits.first_byte_ms)
+            .saturating_add(load_allowance)
+            .min(self.deadline_ms);
+        self.phase = Phase::Waiting {
+            first_byte_deadline_ms: fb,
+            loading_since: None,
+        };
+        self.log.push(AttemptLog {
+            model: p.model.clone(),
+            started_ms: now_ms,
+            ended_ms: None,
+            outcome: None,
+            load_wait_ms: 0,
+        });
+        Ok(Step::Try(AttemptPlan {
+            index,
+            model: p.model,
+            first_byte_deadline_ms: fb,
+            deadline_ms: self.deadline_ms,
+        }))
     }
 
     fn give_up(&mut self, failure: Failure) -> Failure {
@@ -325,11 +366,15 @@ impl Failover {
         let fb_budget = self.limits.first_byte_ms;
         let deadline = self.deadline_ms;
         match &mut self.phase {
-            Phase::Waiting { first_byte_deadline_ms, loading_since } => {
+            Phase::Waiting {
+                first_byte_deadline_ms,
+                loading_since,
+            } => {
                 if let Some(since) = loading_since.take() {
                     *first_byte_deadline_ms = now_ms.saturating_add(fb_budget).min(deadline);
                     if let Some(l) = self.log.last_mut() {
-                        l.load_wait_ms = l.load_wait_ms.saturating_add(now_ms.saturating_sub(since));
+                        l.load_wait_ms =
+                            l.load_wait_ms.saturating_add(now_ms.saturating_sub(since));
                     }
                 }
                 Ok(())
@@ -367,14 +412,19 @@ impl Failover {
                 self.close_log(outcome, now_ms);
                 Ok(Verdict::Done(self.fail(Failure::Rejected { status: s })))
             }
-            (Phase::Waiting { .. }, Outcome::Refused | Outcome::Reset | Outcome::Status(_) | Outcome::FirstByteTimeout) => {
+            (
+                Phase::Waiting { .. },
+                Outcome::Refused | Outcome::Reset | Outcome::Status(_) | Outcome::FirstByteTimeout,
+            ) => {
                 self.close_log(outcome, now_ms);
                 self.phase = Phase::Idle;
                 if now_ms >= self.deadline_ms {
                     return Ok(Verdict::Done(self.fail(Failure::DeadlineExceeded)));
                 }
                 if self.next >= self.plan.len() {
-                    return Ok(Verdict::Done(self.fail(Failure::Exhausted { last: outcome })));
+                    return Ok(Verdict::Done(
+                        self.fail(Failure::Exhausted { last: outcome }),
+                    ));
                 }
                 Ok(Verdict::Retry)
             }
@@ -405,3 +455,6 @@ fn outcome_name(o: Outcome) -> &'static str {
         Outcome::StreamCut => "stream_cut",
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -70,14 +70,17 @@ pub mod decide;
 pub mod error;
 pub mod facts;
 pub mod failover;
-mod ids;
 pub mod policy;
 pub mod score;
 
+pub use boo_model_ref::{LoadState, ModelRef, ProviderId};
 pub use decide::{Attempt, Capability, CompactDecision, Decision, Demotions, SkipReason, decide};
 pub use error::{Problem, RoutingError};
-pub use facts::{Capabilities, CandidateFacts, FleetFacts, FleetView, Lane, Liveness, RequestFeatures};
-pub use failover::{AttemptLog, AttemptPlan, Failover, FailoverReport, Failure, Final, Outcome, Step, Verdict};
-pub use ids::{LoadState, ModelRef, ProviderId};
+pub use facts::{
+    CandidateFacts, Capabilities, FleetFacts, FleetView, Lane, Liveness, RequestFeatures,
+};
+pub use failover::{
+    AttemptLog, AttemptPlan, Failover, FailoverReport, Failure, Final, Outcome, Step, Verdict,
+};
 pub use policy::{CandidateSpec, Filters, Limits, Match, PolicySet, RoutePolicy, Rule, Strategy};
 pub use score::{ScoreRow, advisory_score, advisory_scores};

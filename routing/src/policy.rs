@@ -21,7 +21,7 @@
 //! }
 //! ```
 //!
-//! * `name`: `auto` or `auto:<name>` (`<name>` is 1–64 of `[a-z0-9_.-]`); it is the model id
+//! * `name`: `auto` or `auto:<name>` (`<name>` is 1–64 of `[a-z0-9_-]`); it is the model id
 //!   clients ask for.
 //! * `candidates`, in static priority order (first = preferred), each one of:
 //!   `provider/model` (a composite id), `provider/*` (every model the provider serves),
@@ -130,10 +130,17 @@ impl Match {
         self.needs_tools.is_none_or(|b| b == req.needs_tools)
             && self.needs_vision.is_none_or(|b| b == req.needs_vision)
             && self.json_response.is_none_or(|b| b == req.json_response)
-            && self.min_prompt_tokens.is_none_or(|n| req.est_prompt_tokens >= n)
-            && self.max_prompt_tokens.is_none_or(|n| req.est_prompt_tokens <= n)
+            && self
+                .min_prompt_tokens
+                .is_none_or(|n| req.est_prompt_tokens >= n)
+            && self
+                .max_prompt_tokens
+                .is_none_or(|n| req.est_prompt_tokens <= n)
             && (self.source.is_empty()
-                || req.source.as_deref().is_some_and(|s| self.source.iter().any(|x| x == s)))
+                || req
+                    .source
+                    .as_deref()
+                    .is_some_and(|s| self.source.iter().any(|x| x == s)))
     }
 }
 
@@ -161,7 +168,9 @@ impl CandidateSpec {
         }
         if let Some(tag) = s.strip_prefix("tag:") {
             if tag.is_empty() || tag.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(format!("tag selector {s:?} needs a non-empty tag without whitespace"));
+                return Err(format!(
+                    "tag selector {s:?} needs a non-empty tag without whitespace"
+                ));
             }
             return Ok(Self::Tag(tag.to_owned()));
         }
@@ -175,7 +184,9 @@ impl CandidateSpec {
                 "{s:?} is not a composite id `provider/model`, a `provider/*` or `tag:<name>` selector, or `*`"
             ));
         }
-        s.parse::<ModelRef>().map(Self::Model).map_err(|e| format!("{s:?}: {e}"))
+        s.parse::<ModelRef>()
+            .map(Self::Model)
+            .map_err(|e| format!("{s:?}: {e}"))
     }
 }
 
@@ -231,8 +242,13 @@ impl Strategy {
         }
     }
 
-    const ALL: [Strategy; 5] =
-        [Self::Priority, Self::PreferLoaded, Self::Fastest, Self::BestScore, Self::Cheapest];
+    const ALL: [Strategy; 5] = [
+        Self::Priority,
+        Self::PreferLoaded,
+        Self::Fastest,
+        Self::BestScore,
+        Self::Cheapest,
+    ];
 
     fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|x| x.as_str() == s)
@@ -266,7 +282,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_attempts: 3, total_deadline_ms: 120_000, first_byte_ms: 30_000, allow_cold_start: true }
+        Self {
+            max_attempts: 3,
+            total_deadline_ms: 120_000,
+            first_byte_ms: 30_000,
+            allow_cold_start: true,
+        }
     }
 }
 
@@ -320,7 +341,9 @@ impl RoutePolicy {
         let r = rule.and_then(|i| self.rules.get(i));
         Effective {
             rule,
-            candidates: r.and_then(|r| r.candidates.as_deref()).unwrap_or(&self.candidates),
+            candidates: r
+                .and_then(|r| r.candidates.as_deref())
+                .unwrap_or(&self.candidates),
             order: r.and_then(|r| r.order.as_deref()).unwrap_or(&self.order),
             filters: r.and_then(|r| r.filters.as_ref()).unwrap_or(&self.filters),
             limits: r.and_then(|r| r.limits.as_ref()).unwrap_or(&self.limits),
@@ -359,27 +382,31 @@ pub fn parse_policies(values: &[Value]) -> (Vec<RoutePolicy>, Vec<Problem>) {
     (ok, problems)
 }
 
-/// True when `name` is `auto` or `auto:<1–64 of [a-z0-9_.-]>`.
+/// True when `name` is a virtual model id: `auto` or `auto:<1–64 of [a-z0-9_-]>`
+/// (the rule of [`boo_model_ref::VirtualModel`]).
 pub fn is_virtual_name(name: &str) -> bool {
-    if name == "auto" {
-        return true;
-    }
-    name.strip_prefix("auto:").is_some_and(|rest| {
-        !rest.is_empty()
-            && rest.len() <= 64
-            && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
-    })
+    matches!(
+        boo_model_ref::ModelId::parse(name),
+        Ok(boo_model_ref::ModelId::Virtual(_))
+    )
 }
 
 fn join(base: &str, field: &str) -> String {
-    if base.is_empty() { field.to_owned() } else { format!("{base}.{field}") }
+    if base.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{base}.{field}")
+    }
 }
 
 fn validate_into(p: &RoutePolicy, base: &str, out: &mut Vec<Problem>) {
     if !is_virtual_name(&p.name) {
         out.push(Problem::new(
             join(base, "name"),
-            format!("{:?} must be `auto` or `auto:<name>` with <name> of 1-64 [a-z0-9_.-]", p.name),
+            format!(
+                "{:?} must be `auto` or `auto:<name>` with <name> of 1-64 [a-z0-9_-]",
+                p.name
+            ),
         ));
     }
     check_candidates(&p.candidates, &join(base, "candidates"), out);
@@ -404,7 +431,8 @@ fn validate_into(p: &RoutePolicy, base: &str, out: &mut Vec<Problem>) {
         if let Some(l) = &r.limits {
             check_limits(l, &join(&rb, "limits"), out);
         }
-        if r.candidates.is_none() && r.order.is_none() && r.filters.is_none() && r.limits.is_none() {
+        if r.candidates.is_none() && r.order.is_none() && r.filters.is_none() && r.limits.is_none()
+        {
             out.push(Problem::new(
                 rb,
                 "rule overrides nothing: set candidates, order, filters or limits".to_owned(),
@@ -415,11 +443,14 @@ fn validate_into(p: &RoutePolicy, base: &str, out: &mut Vec<Problem>) {
 
 fn check_candidates(c: &[CandidateSpec], path: &str, out: &mut Vec<Problem>) {
     if c.is_empty() {
-        out.push(Problem::new(path.to_owned(), "needs at least one candidate".to_owned()));
+        out.push(Problem::new(path.to_owned(), EMPTY_CANDIDATES.to_owned()));
     }
     for (i, s) in c.iter().enumerate() {
         if c[..i].contains(s) {
-            out.push(Problem::new(format!("{path}[{i}]"), format!("duplicate candidate {s}")));
+            out.push(Problem::new(
+                format!("{path}[{i}]"),
+                format!("duplicate candidate {s}"),
+            ));
         }
     }
 }
@@ -427,25 +458,40 @@ fn check_candidates(c: &[CandidateSpec], path: &str, out: &mut Vec<Problem>) {
 fn check_order(o: &[Strategy], path: &str, out: &mut Vec<Problem>) {
     for (i, s) in o.iter().enumerate() {
         if o[..i].contains(s) {
-            out.push(Problem::new(format!("{path}[{i}]"), format!("strategy {} listed twice", s.as_str())));
+            out.push(Problem::new(
+                format!("{path}[{i}]"),
+                format!("strategy {} listed twice", s.as_str()),
+            ));
         }
     }
 }
 
 fn check_limits(l: &Limits, path: &str, out: &mut Vec<Problem>) {
     if l.max_attempts == 0 {
-        out.push(Problem::new(join(path, "max_attempts"), "must be at least 1".to_owned()));
+        out.push(Problem::new(
+            join(path, "max_attempts"),
+            "must be at least 1".to_owned(),
+        ));
     }
     if l.total_deadline_ms == 0 {
-        out.push(Problem::new(join(path, "total_deadline_ms"), "must be greater than 0".to_owned()));
+        out.push(Problem::new(
+            join(path, "total_deadline_ms"),
+            "must be greater than 0".to_owned(),
+        ));
     }
     if l.first_byte_ms == 0 {
-        out.push(Problem::new(join(path, "first_byte_ms"), "must be greater than 0".to_owned()));
+        out.push(Problem::new(
+            join(path, "first_byte_ms"),
+            "must be greater than 0".to_owned(),
+        ));
     }
     if l.first_byte_ms > l.total_deadline_ms {
         out.push(Problem::new(
             join(path, "first_byte_ms"),
-            format!("{} exceeds total_deadline_ms {}", l.first_byte_ms, l.total_deadline_ms),
+            format!(
+                "{} exceeds total_deadline_ms {}",
+                l.first_byte_ms, l.total_deadline_ms
+            ),
         ));
     }
 }
@@ -462,14 +508,26 @@ impl Reader {
         self.problems.push(Problem::new(path, msg.into()));
     }
 
-    fn object<'v>(&mut self, v: &'v Value, path: &str, allowed: &[&str]) -> Option<&'v Map<String, Value>> {
+    fn object<'v>(
+        &mut self,
+        v: &'v Value,
+        path: &str,
+        allowed: &[&str],
+    ) -> Option<&'v Map<String, Value>> {
         let Some(m) = v.as_object() else {
-            self.bad(path.to_owned(), format!("expected an object, got {}", kind(v)));
+            let at = if path.is_empty() { "(policy)" } else { path };
+            self.bad(
+                at.to_owned(),
+                format!("expected an object, got {}", kind(v)),
+            );
             return None;
         };
         for k in m.keys() {
             if !allowed.contains(&k.as_str()) {
-                self.bad(join(path, k), format!("unknown field (expected one of: {})", allowed.join(", ")));
+                self.bad(
+                    join(path, k),
+                    format!("unknown field (expected one of: {})", allowed.join(", ")),
+                );
             }
         }
         Some(m)
@@ -480,7 +538,10 @@ impl Reader {
         match v.as_bool() {
             Some(b) => Some(b),
             None => {
-                self.bad(join(path, key), format!("expected true or false, got {}", kind(v)));
+                self.bad(
+                    join(path, key),
+                    format!("expected true or false, got {}", kind(v)),
+                );
                 None
             }
         }
@@ -491,7 +552,10 @@ impl Reader {
         match v.as_u64() {
             Some(n) if n <= max => Some(n),
             _ => {
-                self.bad(join(path, key), format!("expected an integer from 0 to {max}, got {}", show(v)));
+                self.bad(
+                    join(path, key),
+                    format!("expected an integer from 0 to {max}, got {}", show(v)),
+                );
                 None
             }
         }
@@ -499,14 +563,20 @@ impl Reader {
 
     fn string_list(&mut self, v: &Value, path: &str) -> Option<Vec<(usize, String)>> {
         let Some(a) = v.as_array() else {
-            self.bad(path.to_owned(), format!("expected an array of strings, got {}", kind(v)));
+            self.bad(
+                path.to_owned(),
+                format!("expected an array of strings, got {}", kind(v)),
+            );
             return None;
         };
         let mut out = Vec::with_capacity(a.len());
         for (i, x) in a.iter().enumerate() {
             match x.as_str() {
                 Some(s) => out.push((i, s.to_owned())),
-                None => self.bad(format!("{path}[{i}]"), format!("expected a string, got {}", kind(x))),
+                None => self.bad(
+                    format!("{path}[{i}]"),
+                    format!("expected a string, got {}", kind(x)),
+                ),
             }
         }
         Some(out)
@@ -517,6 +587,9 @@ impl Reader {
         let mut out = Vec::with_capacity(list.len());
         for (i, s) in list {
             match CandidateSpec::parse(&s) {
+                Ok(c) if out.contains(&c) => {
+                    self.bad(format!("{path}[{i}]"), format!("duplicate candidate {c}"))
+                }
                 Ok(c) => out.push(c),
                 Err(e) => self.bad(format!("{path}[{i}]"), e),
             }
@@ -529,6 +602,9 @@ impl Reader {
         let mut out = Vec::with_capacity(list.len());
         for (i, s) in list {
             match Strategy::parse(&s) {
+                Some(x) if out.contains(&x) => {
+                    self.bad(format!("{path}[{i}]"), format!("strategy {} listed twice", x.as_str()));
+                }
                 Some(x) => out.push(x),
                 None => self.bad(
                     format!("{path}[{i}]"),
@@ -554,7 +630,10 @@ impl Reader {
                     match s.as_str() {
                         "local" => lanes.push(Lane::Local),
                         "cloud" => lanes.push(Lane::Cloud),
-                        _ => self.bad(format!("{lp}[{i}]"), format!("unknown lane {s:?} (expected local or cloud)")),
+                        _ => self.bad(
+                            format!("{lp}[{i}]"),
+                            format!("unknown lane {s:?} (expected local or cloud)"),
+                        ),
                     }
                 }
                 if lanes.is_empty() {
@@ -567,16 +646,31 @@ impl Reader {
     }
 
     fn limits(&mut self, v: &Value, path: &str) -> Option<Limits> {
-        let m = self.object(v, path, &["max_attempts", "total_deadline_ms", "first_byte_ms", "allow_cold_start"])?;
+        let m = self.object(
+            v,
+            path,
+            &[
+                "max_attempts",
+                "total_deadline_ms",
+                "first_byte_ms",
+                "allow_cold_start",
+            ],
+        )?;
         let d = Limits::default();
         Some(Limits {
             max_attempts: self
                 .uint(m, path, "max_attempts", u64::from(u32::MAX))
                 .and_then(|n| u32::try_from(n).ok())
                 .unwrap_or(d.max_attempts),
-            total_deadline_ms: self.uint(m, path, "total_deadline_ms", u64::MAX).unwrap_or(d.total_deadline_ms),
-            first_byte_ms: self.uint(m, path, "first_byte_ms", u64::MAX).unwrap_or(d.first_byte_ms),
-            allow_cold_start: self.bool(m, path, "allow_cold_start").unwrap_or(d.allow_cold_start),
+            total_deadline_ms: self
+                .uint(m, path, "total_deadline_ms", u64::MAX)
+                .unwrap_or(d.total_deadline_ms),
+            first_byte_ms: self
+                .uint(m, path, "first_byte_ms", u64::MAX)
+                .unwrap_or(d.first_byte_ms),
+            allow_cold_start: self
+                .bool(m, path, "allow_cold_start")
+                .unwrap_or(d.allow_cold_start),
         })
     }
 
@@ -584,7 +678,14 @@ impl Reader {
         let Some(m) = self.object(
             v,
             path,
-            &["needs_tools", "needs_vision", "json_response", "min_prompt_tokens", "max_prompt_tokens", "source"],
+            &[
+                "needs_tools",
+                "needs_vision",
+                "json_response",
+                "min_prompt_tokens",
+                "max_prompt_tokens",
+                "source",
+            ],
         ) else {
             return Match::default();
         };
@@ -594,8 +695,12 @@ impl Reader {
             needs_tools: self.bool(m, path, "needs_tools"),
             needs_vision: self.bool(m, path, "needs_vision"),
             json_response: self.bool(m, path, "json_response"),
-            min_prompt_tokens: self.uint(m, path, "min_prompt_tokens", u32max).and_then(to_u32),
-            max_prompt_tokens: self.uint(m, path, "max_prompt_tokens", u32max).and_then(to_u32),
+            min_prompt_tokens: self
+                .uint(m, path, "min_prompt_tokens", u32max)
+                .and_then(to_u32),
+            max_prompt_tokens: self
+                .uint(m, path, "max_prompt_tokens", u32max)
+                .and_then(to_u32),
             source: match m.get("source") {
                 None => Vec::new(),
                 Some(Value::String(s)) => vec![s.clone()],
@@ -608,23 +713,48 @@ impl Reader {
     }
 
     fn rule(&mut self, v: &Value, path: &str) -> Option<Rule> {
-        let m = self.object(v, path, &["when", "candidates", "order", "filters", "limits"])?;
+        let m = self.object(
+            v,
+            path,
+            &["when", "candidates", "order", "filters", "limits"],
+        )?;
         let when = match m.get("when") {
             Some(w) => self.when(w, &join(path, "when")),
             None => {
-                self.bad(join(path, "when"), "missing: a rule needs a `when` object (use {} to match every request)");
+                self.bad(
+                    join(path, "when"),
+                    "missing: a rule needs a `when` object (use {} to match every request)",
+                );
                 Match::default()
             }
         };
         Some(Rule {
             when,
-            candidates: m.get("candidates").and_then(|c| self.candidates(c, &join(path, "candidates"))),
-            order: m.get("order").and_then(|o| self.order(o, &join(path, "order"))),
-            filters: m.get("filters").and_then(|f| self.filters(f, &join(path, "filters"))),
-            limits: m.get("limits").and_then(|l| self.limits(l, &join(path, "limits"))),
+            candidates: m
+                .get("candidates")
+                .and_then(|c| self.candidates(c, &join(path, "candidates"))),
+            order: m
+                .get("order")
+                .and_then(|o| self.order(o, &join(path, "order"))),
+            filters: m
+                .get("filters")
+                .and_then(|f| self.filters(f, &join(path, "filters"))),
+            limits: m
+                .get("limits")
+                .and_then(|l| self.limits(l, &join(path, "limits"))),
         })
     }
 }
+
+/// True when semantic problem `p` only repeats structural problem `h`: same path, or an
+/// "empty list" complaint about a list whose entries were all rejected.
+fn is_echo(p: &Problem, h: &Problem) -> bool {
+    h.path.strip_prefix(p.path.as_str()).is_some_and(|rest| {
+        rest.is_empty() || (rest.starts_with('[') && p.message.starts_with(EMPTY_CANDIDATES))
+    })
+}
+
+const EMPTY_CANDIDATES: &str = "needs at least one candidate";
 
 fn kind(v: &Value) -> &'static str {
     match v {
@@ -649,21 +779,38 @@ fn show(v: &Value) -> String {
 /// # Errors
 /// Every structural and semantic problem found, with paths.
 pub fn parse_policy(v: &Value, base: &str) -> Result<RoutePolicy, Vec<Problem>> {
-    let mut r = Reader { problems: Vec::new() };
-    let root = if base.is_empty() { "(policy)" } else { base };
-    let Some(m) =
-        r.object(v, root, &["name", "description", "rules", "candidates", "order", "filters", "limits"])
-    else {
+    let mut r = Reader {
+        problems: Vec::new(),
+    };
+    let Some(m) = r.object(
+        v,
+        base,
+        &[
+            "name",
+            "description",
+            "rules",
+            "candidates",
+            "order",
+            "filters",
+            "limits",
+        ],
+    ) else {
         return Err(r.problems);
     };
     let name = match m.get("name") {
         Some(Value::String(s)) => s.clone(),
         Some(other) => {
-            r.bad(join(base, "name"), format!("expected a string, got {}", kind(other)));
+            r.bad(
+                join(base, "name"),
+                format!("expected a string, got {}", kind(other)),
+            );
             String::new()
         }
         None => {
-            r.bad(join(base, "name"), "missing: a policy needs a name such as \"auto:code\"");
+            r.bad(
+                join(base, "name"),
+                "missing: a policy needs a name such as \"auto:code\"",
+            );
             String::new()
         }
     };
@@ -671,14 +818,22 @@ pub fn parse_policy(v: &Value, base: &str) -> Result<RoutePolicy, Vec<Problem>> 
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => {
-            r.bad(join(base, "description"), format!("expected a string, got {}", kind(other)));
+            r.bad(
+                join(base, "description"),
+                format!("expected a string, got {}", kind(other)),
+            );
             None
         }
     };
     let candidates = match m.get("candidates") {
-        Some(c) => r.candidates(c, &join(base, "candidates")).unwrap_or_default(),
+        Some(c) => r
+            .candidates(c, &join(base, "candidates"))
+            .unwrap_or_default(),
         None => {
-            r.bad(join(base, "candidates"), "missing: list composite ids or selectors (`provider/*`, `tag:<name>`)");
+            r.bad(
+                join(base, "candidates"),
+                "missing: list composite ids or selectors (`provider/*`, `tag:<name>`)",
+            );
             Vec::new()
         }
     };
@@ -686,30 +841,56 @@ pub fn parse_policy(v: &Value, base: &str) -> Result<RoutePolicy, Vec<Problem>> 
         .get("order")
         .and_then(|o| r.order(o, &join(base, "order")))
         .unwrap_or_else(|| vec![Strategy::PreferLoaded]);
-    let filters = m.get("filters").and_then(|f| r.filters(f, &join(base, "filters"))).unwrap_or_default();
-    let limits = m.get("limits").and_then(|l| r.limits(l, &join(base, "limits"))).unwrap_or_default();
+    let filters = m
+        .get("filters")
+        .and_then(|f| r.filters(f, &join(base, "filters")))
+        .unwrap_or_default();
+    let limits = m
+        .get("limits")
+        .and_then(|l| r.limits(l, &join(base, "limits")))
+        .unwrap_or_default();
     let rules = match m.get("rules") {
         None => Vec::new(),
-        Some(Value::Array(a)) => {
-            a.iter().enumerate().filter_map(|(i, x)| r.rule(x, &join(base, &format!("rules[{i}]")))).collect()
-        }
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .filter_map(|(i, x)| r.rule(x, &join(base, &format!("rules[{i}]"))))
+            .collect(),
         Some(other) => {
-            r.bad(join(base, "rules"), format!("expected an array of rules, got {}", kind(other)));
+            r.bad(
+                join(base, "rules"),
+                format!("expected an array of rules, got {}", kind(other)),
+            );
             Vec::new()
         }
     };
-    let policy = RoutePolicy { name, description, rules, candidates, order, filters, limits };
+    let policy = RoutePolicy {
+        name,
+        description,
+        rules,
+        candidates,
+        order,
+        filters,
+        limits,
+    };
     let structural = r.problems.len();
     validate_into(&policy, base, &mut r.problems);
     // A missing or badly typed name/candidates was already reported; drop the echo.
     if structural > 0 {
         let (head, tail) = r.problems.split_at(structural);
-        let tail: Vec<Problem> =
-            tail.iter().filter(|p| !head.iter().any(|h| h.path == p.path)).cloned().collect();
+        let tail: Vec<Problem> = tail
+            .iter()
+            .filter(|p| !head.iter().any(|h| is_echo(p, h)))
+            .cloned()
+            .collect();
         r.problems.truncate(structural);
         r.problems.extend(tail);
     }
-    if r.problems.is_empty() { Ok(policy) } else { Err(r.problems) }
+    if r.problems.is_empty() {
+        Ok(policy)
+    } else {
+        Err(r.problems)
+    }
 }
 
 /// The configured policies, looked up by virtual model name.
@@ -737,10 +918,17 @@ impl PolicySet {
             let base = format!("policies[{i}]");
             validate_into(p, &base, &mut problems);
             if policies[..i].iter().any(|q| q.name == p.name) {
-                problems.push(Problem::new(join(&base, "name"), format!("duplicate policy name {:?}", p.name)));
+                problems.push(Problem::new(
+                    join(&base, "name"),
+                    format!("duplicate policy name {:?}", p.name),
+                ));
             }
         }
-        if problems.is_empty() { Ok(Self { policies }) } else { Err(RoutingError::InvalidPolicy { problems }) }
+        if problems.is_empty() {
+            Ok(Self { policies })
+        } else {
+            Err(RoutingError::InvalidPolicy { problems })
+        }
     }
 
     /// The policy for a virtual model name (`auto`, `auto:code`).
@@ -777,3 +965,6 @@ impl PolicySet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -70,8 +70,19 @@ pub fn advisory_score(c: &CandidateFacts, quality: Option<f64>) -> ScoreRow {
         Some(q) => 0.5 * health + 0.3 * speed + 0.2 * q,
         None => (0.5 * health + 0.3 * speed) / 0.8,
     };
-    let score = if health == 0.0 { 0.0 } else { (raw * 100.0).clamp(0.0, 100.0) };
-    ScoreRow { model: c.model.clone(), provider: c.model.provider.to_string(), score, health, speed, quality }
+    let score = if health == 0.0 {
+        0.0
+    } else {
+        (raw * 100.0).clamp(0.0, 100.0)
+    };
+    ScoreRow {
+        model: c.model.clone(),
+        provider: c.model.provider.to_string(),
+        score,
+        health,
+        speed,
+        quality,
+    }
 }
 
 /// Scores every model of the fleet view, best first (ties by composite id).
@@ -81,7 +92,18 @@ where
     F: FleetFacts + ?Sized,
     Q: Fn(&ModelRef) -> Option<f64>,
 {
-    let mut rows: Vec<ScoreRow> = fleet.all().iter().map(|c| advisory_score(c, quality(&c.model))).collect();
-    rows.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.model.cmp(&b.model)));
+    let mut rows: Vec<ScoreRow> = fleet
+        .all()
+        .iter()
+        .map(|c| advisory_score(c, quality(&c.model)))
+        .collect();
+    rows.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.model.cmp(&b.model))
+    });
     rows
 }
+
+#[cfg(test)]
+mod tests;
