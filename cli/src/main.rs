@@ -1,2 +1,107 @@
-//! `booctl`, the boocontrol ops CLI (work in progress).
-fn main() {}
+//! `booctl`, the boocontrol ops CLI.
+//!
+//! Command groups live in one module each (`config_cmd`, `resolve_cmd`, …); `main` parses
+//! the arguments, dispatches, and maps errors to exit codes (see [`exit_code`]):
+//!
+//! | code | meaning |
+//! | ---- | ------- |
+//! | 0 | success |
+//! | 1 | unexpected failure (IO error, gateway unreachable, …) |
+//! | 2 | invalid configuration (missing file, bad JSON, validation problems) or bad usage |
+//! | 3 | the model could not be resolved (unknown/disabled provider, malformed id, virtual model) |
+//!
+//! Results go to stdout; errors and warnings go to stderr.
+
+mod config_cmd;
+mod output;
+mod resolve_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use boo_provider_registry::{ConfigError, ConfigSource, Loaded, ProcessEnv, ResolveError};
+use clap::{Parser, Subcommand};
+
+/// Default gateway URL for commands that talk to a running gateway.
+pub const DEFAULT_GATEWAY_URL: &str = "http://127.0.0.1:9503";
+
+/// boocontrol ops CLI: check configs, resolve models, and (later) drive a running gateway.
+#[derive(Debug, Parser)]
+#[command(
+    name = "booctl",
+    version,
+    about = "boocontrol ops CLI: check configs, resolve model ids, talk to a running gateway",
+    after_help = "Exit codes: 0 ok, 1 unexpected failure, 2 invalid configuration or usage, 3 model not resolvable."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by every command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// Config file (else $BOOCONTROL_CONFIG, else $LLAMA_PROVIDERS_PATH, else legacy env vars).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// URL of a running boocontrol gateway (for commands that talk to one).
+    #[arg(long, global = true, env = "BOOCONTROL_URL", default_value = DEFAULT_GATEWAY_URL, value_name = "URL")]
+    pub gateway: String,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl Global {
+    /// Loads the registry from `--config` or the usual discovery order.
+    pub fn load_registry(&self) -> Result<Loaded, ConfigError> {
+        boo_provider_registry::load(
+            ConfigSource::Discover {
+                cli: self.config.clone(),
+            },
+            &ProcessEnv,
+        )
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check, print an example of, or print the JSON Schema of the config file.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCmd),
+    /// Show where a model id routes: provider, wire model, lane and target URL.
+    Resolve(resolve_cmd::ResolveArgs),
+}
+
+/// Maps an error chain to the documented exit code.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<ConfigError>() {
+            return match e {
+                ConfigError::Io { .. } => 1,
+                _ => 2,
+            };
+        }
+        if cause.downcast_ref::<ResolveError>().is_some() {
+            return 3;
+        }
+    }
+    1
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Config(cmd) => config_cmd::run(cmd, &cli.global),
+        Command::Resolve(args) => resolve_cmd::run(args, &cli.global),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
