@@ -194,7 +194,13 @@ impl ActionQueue {
     /// In this order: [`Error::HostOffline`] when the host is `down`; [`Error::RequiresConfirmation`]
     /// when an active lease holds it and `confirmed` is false; [`Error::QueueFull`] when `cap`
     /// actions already wait.
-    pub fn submit(&mut self, action: Action, host: &HostSnapshot, confirmed: bool, now_ms: u64) -> Result<Submitted, Error> {
+    pub fn submit(
+        &mut self,
+        action: Action,
+        host: &HostSnapshot,
+        confirmed: bool,
+        now_ms: u64,
+    ) -> Result<Submitted, Error> {
         if host.liveness == LivenessState::Down {
             return Err(Error::HostOffline {
                 provider: self.provider.clone(),
@@ -246,7 +252,11 @@ impl ActionQueue {
     pub fn next(&mut self, host: &HostSnapshot, now_ms: u64) -> Dequeued {
         let mut out = Dequeued::default();
         if host.liveness == LivenessState::Down {
-            out.skipped = self.waiting.drain(..).map(|q| (q, SkipReason::HostDown)).collect();
+            out.skipped = self
+                .waiting
+                .drain(..)
+                .map(|q| (q, SkipReason::HostDown))
+                .collect();
             return out;
         }
         if self.running.is_some() || host.liveness == LivenessState::Reconnecting {
@@ -281,7 +291,9 @@ impl ActionQueue {
         match &q.action {
             Action::Warm { model } if up(model) => Some(SkipReason::AlreadyLoaded),
             Action::Unload { model } if !loaded(model) => Some(SkipReason::NotLoaded),
-            Action::UnloadAll if !host.models.values().any(|s| s.state.is_loaded()) => Some(SkipReason::NotLoaded),
+            Action::UnloadAll if !host.models.values().any(|s| s.state.is_loaded()) => {
+                Some(SkipReason::NotLoaded)
+            }
             _ => None,
         }
     }

@@ -93,7 +93,11 @@ impl ReconnectPolicy {
     /// are clamped; NaN counts as 0).
     pub fn delay_ms(&self, failures: u32, jitter: f64) -> u64 {
         let d = self.base_delay_ms(failures);
-        let j = if jitter.is_nan() { 0.0 } else { jitter.clamp(0.0, 1.0) };
+        let j = if jitter.is_nan() {
+            0.0
+        } else {
+            jitter.clamp(0.0, 1.0)
+        };
         let extra = (d as f64 * self.jitter_max * j).floor();
         // The largest jitter must stay strictly below the bound `d * (1 + jitter_max)`.
         let cap = ((d as f64) * self.jitter_max).ceil() as u64;

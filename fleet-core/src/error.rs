@@ -49,7 +49,9 @@ pub enum Error {
         provider: String,
     },
     /// A bench (or other lease holder) is using the host; the action needs explicit confirmation.
-    #[error("bench in progress on `{provider}` (held by `{holder}` for {purpose}): requires confirmation")]
+    #[error(
+        "bench in progress on `{provider}` (held by `{holder}` for {purpose}): requires confirmation"
+    )]
     RequiresConfirmation {
         /// The host.
         provider: String,
@@ -117,7 +119,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn wire(what: &'static str, field: impl Into<String>, problem: impl Into<String>) -> Self {
+    pub(crate) fn wire(
+        what: &'static str,
+        field: impl Into<String>,
+        problem: impl Into<String>,
+    ) -> Self {
         Error::Wire {
             what,
             field: field.into(),

@@ -211,7 +211,10 @@ impl Board {
                     let h = &mut self.hosts[i];
                     h.seq = d.seq;
                     match other {
-                        Change::Liveness { state, last_seen_at } => {
+                        Change::Liveness {
+                            state,
+                            last_seen_at,
+                        } => {
                             h.liveness = *state;
                             h.last_seen_at = *last_seen_at;
                         }
@@ -350,7 +353,11 @@ impl FleetState {
     ///
     /// # Errors
     /// [`Error::UnknownHost`].
-    pub fn set_liveness(&mut self, provider: &str, liveness: &Liveness) -> Result<Option<Delta>, Error> {
+    pub fn set_liveness(
+        &mut self,
+        provider: &str,
+        liveness: &Liveness,
+    ) -> Result<Option<Delta>, Error> {
         let h = self.existing(provider)?;
         let seen = liveness.last_seen_at();
         let seen_moved = match (h.last_seen_at, seen) {
@@ -376,7 +383,12 @@ impl FleetState {
     ///
     /// # Errors
     /// [`Error::UnknownHost`].
-    pub fn set_models(&mut self, provider: &str, models: &[(String, ModelState)], now_ms: u64) -> Result<Vec<Delta>, Error> {
+    pub fn set_models(
+        &mut self,
+        provider: &str,
+        models: &[(String, ModelState)],
+        now_ms: u64,
+    ) -> Result<Vec<Delta>, Error> {
         let h = self.existing(provider)?;
         let gone: Vec<String> = h
             .models
@@ -400,7 +412,13 @@ impl FleetState {
     ///
     /// # Errors
     /// [`Error::UnknownHost`].
-    pub fn set_model_state(&mut self, provider: &str, model: &str, state: ModelState, now_ms: u64) -> Result<Option<Delta>, Error> {
+    pub fn set_model_state(
+        &mut self,
+        provider: &str,
+        model: &str,
+        state: ModelState,
+        now_ms: u64,
+    ) -> Result<Option<Delta>, Error> {
         let h = self.existing(provider)?;
         let status = match h.models.get(model) {
             Some(cur) => {
@@ -425,7 +443,12 @@ impl FleetState {
     ///
     /// # Errors
     /// [`Error::UnknownHost`].
-    pub fn set_model_ttl(&mut self, provider: &str, model: &str, ttl_s: Option<u64>) -> Result<Option<Delta>, Error> {
+    pub fn set_model_ttl(
+        &mut self,
+        provider: &str,
+        model: &str,
+        ttl_s: Option<u64>,
+    ) -> Result<Option<Delta>, Error> {
         self.update_model(provider, model, |s| {
             let changed = s.ttl_s != ttl_s;
             s.ttl_s = ttl_s;
@@ -438,7 +461,12 @@ impl FleetState {
     ///
     /// # Errors
     /// [`Error::UnknownHost`].
-    pub fn model_used(&mut self, provider: &str, model: &str, at_ms: u64) -> Result<Option<Delta>, Error> {
+    pub fn model_used(
+        &mut self,
+        provider: &str,
+        model: &str,
+        at_ms: u64,
+    ) -> Result<Option<Delta>, Error> {
         self.update_model(provider, model, |s| {
             if s.last_used_at.is_some_and(|t| t >= at_ms) {
                 return false;
@@ -448,7 +476,12 @@ impl FleetState {
         })
     }
 
-    fn update_model(&mut self, provider: &str, model: &str, f: impl FnOnce(&mut ModelStatus) -> bool) -> Result<Option<Delta>, Error> {
+    fn update_model(
+        &mut self,
+        provider: &str,
+        model: &str,
+        f: impl FnOnce(&mut ModelStatus) -> bool,
+    ) -> Result<Option<Delta>, Error> {
         let h = self.existing(provider)?;
         let Some(cur) = h.models.get(model) else {
             return Ok(None);
@@ -493,7 +526,11 @@ impl FleetState {
     ///
     /// # Errors
     /// [`Error::UnknownHost`].
-    pub fn set_lease(&mut self, provider: &str, lease: Option<Lease>) -> Result<Option<Delta>, Error> {
+    pub fn set_lease(
+        &mut self,
+        provider: &str,
+        lease: Option<Lease>,
+    ) -> Result<Option<Delta>, Error> {
         if self.existing(provider)?.lease == lease {
             return Ok(None);
         }
@@ -574,3 +611,6 @@ impl FleetView {
         self.board.as_ref().map(Board::snapshot)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -49,7 +49,13 @@ pub trait HostAccess {
     ///
     /// # Errors
     /// [`Denied`] while another unexpired lease holds the host.
-    fn acquire(&self, provider: &str, purpose: &str, holder: &str, now_ms: u64) -> Result<Lease, Denied>;
+    fn acquire(
+        &self,
+        provider: &str,
+        purpose: &str,
+        holder: &str,
+        now_ms: u64,
+    ) -> Result<Lease, Denied>;
 
     /// Extends a lease still held by its token.
     ///
@@ -100,12 +106,20 @@ impl InMemoryHostAccess {
     fn lock(&self) -> std::sync::MutexGuard<'_, Leases> {
         // A panic while holding the lock cannot leave `Leases` half-updated (every update is a
         // single insert or remove), so a poisoned lock is still consistent.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 impl HostAccess for InMemoryHostAccess {
-    fn acquire(&self, provider: &str, purpose: &str, holder: &str, now_ms: u64) -> Result<Lease, Denied> {
+    fn acquire(
+        &self,
+        provider: &str,
+        purpose: &str,
+        holder: &str,
+        now_ms: u64,
+    ) -> Result<Lease, Denied> {
         let mut g = self.lock();
         if let Some(cur) = g.by_host.get(provider).filter(|l| l.is_active(now_ms)) {
             return Err(Denied {
@@ -137,7 +151,10 @@ impl HostAccess for InMemoryHostAccess {
                 Ok(cur.clone())
             }
             other => Err(Denied {
-                reason: format!("lease {} on `{}` is no longer held", lease.token, lease.provider),
+                reason: format!(
+                    "lease {} on `{}` is no longer held",
+                    lease.token, lease.provider
+                ),
                 held_by: other.filter(|l| l.is_active(now_ms)).cloned(),
             }),
         }
@@ -145,7 +162,10 @@ impl HostAccess for InMemoryHostAccess {
 
     fn release(&self, lease: &Lease) -> bool {
         let mut g = self.lock();
-        if g.by_host.get(&lease.provider).is_some_and(|cur| cur.token == lease.token) {
+        if g.by_host
+            .get(&lease.provider)
+            .is_some_and(|cur| cur.token == lease.token)
+        {
             g.by_host.remove(&lease.provider);
             true
         } else {
@@ -154,6 +174,13 @@ impl HostAccess for InMemoryHostAccess {
     }
 
     fn current(&self, provider: &str, now_ms: u64) -> Option<Lease> {
-        self.lock().by_host.get(provider).filter(|l| l.is_active(now_ms)).cloned()
+        self.lock()
+            .by_host
+            .get(provider)
+            .filter(|l| l.is_active(now_ms))
+            .cloned()
     }
 }
+
+#[cfg(test)]
+mod tests;

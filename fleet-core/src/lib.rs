@@ -65,7 +65,10 @@
 //!   host is not `connected`.
 
 #![deny(missing_docs)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod actions;
 pub mod backoff;
@@ -79,10 +82,14 @@ pub mod reconcile;
 pub mod time;
 pub mod wire;
 
-pub use actions::{Action, ActionQueue, Dequeued, QueueConfig, QueuedAction, SkipReason, Submitted};
+pub use actions::{
+    Action, ActionQueue, Dequeued, QueueConfig, QueuedAction, SkipReason, Submitted,
+};
 pub use backoff::{Randomness, ReconnectPolicy, SplitMix64};
 pub use error::Error;
-pub use fleet::{Applied, Change, Delta, FleetSnapshot, FleetState, FleetView, HostSnapshot, PerfSample};
+pub use fleet::{
+    Applied, Change, Delta, FleetSnapshot, FleetState, FleetView, HostSnapshot, PerfSample,
+};
 pub use lane::{Lane, Lanes};
 pub use lease::{Denied, HostAccess, InMemoryHostAccess, Lease};
 pub use liveness::{Liveness, LivenessInput, LivenessState, NextStep, Step};

@@ -164,7 +164,13 @@ impl Liveness {
     /// * `Error`: failures + 1; below `policy.breaker_threshold` → `reconnecting` with a retry at
     ///   `now_ms + policy.delay_ms(failures, jitter)`; at or above it → `down` with a probe at
     ///   `now_ms + policy.probe_interval_ms` (a failed probe keeps the host `down`).
-    pub fn step(&mut self, input: LivenessInput, now_ms: u64, policy: &ReconnectPolicy, jitter: f64) -> Step {
+    pub fn step(
+        &mut self,
+        input: LivenessInput,
+        now_ms: u64,
+        policy: &ReconnectPolicy,
+        jitter: f64,
+    ) -> Step {
         let from = self.state;
         let next = match input {
             LivenessInput::Connected | LivenessInput::Event => {

@@ -66,7 +66,10 @@ impl ModelState {
 
     /// Whether the model occupies the host (starting, ready or stopping).
     pub fn is_loaded(&self) -> bool {
-        matches!(self, ModelState::Starting | ModelState::Ready | ModelState::Stopping)
+        matches!(
+            self,
+            ModelState::Starting | ModelState::Ready | ModelState::Stopping
+        )
     }
 
     /// The lowercase name used on the wire and in model events.
@@ -166,3 +169,6 @@ impl ModelStatus {
         true
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -146,7 +146,11 @@ impl ModelEvent {
 
 /// Whether `batch` suggests lost rows: its oldest row is strictly newer than `newest_stored_ts_ms`.
 /// No stored rows (fresh install) or an empty batch is never a gap.
-pub fn detect_gap(provider: &str, batch: &[ActivityEntry], newest_stored_ts_ms: Option<u64>) -> Option<GapSuspected> {
+pub fn detect_gap(
+    provider: &str,
+    batch: &[ActivityEntry],
+    newest_stored_ts_ms: Option<u64>,
+) -> Option<GapSuspected> {
     let stored = newest_stored_ts_ms?;
     let oldest = batch.iter().map(|e| e.ts_ms).min()?;
     (oldest > stored).then(|| GapSuspected {
@@ -185,7 +189,12 @@ pub struct Reconciled {
 /// let again = reconcile("gpu", batch, Some(r.fresh[1].ts_ms), &mut dedup);
 /// assert_eq!((again.fresh.len(), again.duplicates, again.gap), (0, 2, None));
 /// ```
-pub fn reconcile(provider: &str, batch: Vec<ActivityEntry>, newest_stored_ts_ms: Option<u64>, dedup: &mut Dedup) -> Reconciled {
+pub fn reconcile(
+    provider: &str,
+    batch: Vec<ActivityEntry>,
+    newest_stored_ts_ms: Option<u64>,
+    dedup: &mut Dedup,
+) -> Reconciled {
     let gap = detect_gap(provider, &batch, newest_stored_ts_ms);
     let mut fresh = Vec::with_capacity(batch.len());
     let mut duplicates = 0;
@@ -196,5 +205,12 @@ pub fn reconcile(provider: &str, batch: Vec<ActivityEntry>, newest_stored_ts_ms:
             duplicates += 1;
         }
     }
-    Reconciled { fresh, duplicates, gap }
+    Reconciled {
+        fresh,
+        duplicates,
+        gap,
+    }
 }
+
+#[cfg(test)]
+mod tests;

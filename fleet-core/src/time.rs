@@ -28,7 +28,12 @@ pub fn parse_rfc3339_ms(text: &str, field: &str) -> Result<u64, Error> {
         }
         s.parse::<i64>().map_err(|_| bad("expected digits"))
     };
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return Err(bad("expected YYYY-MM-DDTHH:MM:SS"));
     }
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
@@ -133,3 +138,6 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
+
+#[cfg(test)]
+mod tests;

@@ -170,7 +170,11 @@ fn opt_str(m: &Map<String, Value>, key: &str, what: &'static str) -> Result<Opti
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(Error::wire(what, key, format!("expected a string, got {}", kind(v)))),
+        Some(v) => Err(Error::wire(
+            what,
+            key,
+            format!("expected a string, got {}", kind(v)),
+        )),
     }
 }
 
@@ -187,13 +191,24 @@ fn opt_count(m: &Map<String, Value>, key: &str, what: &'static str) -> Result<Op
                 Ok(Some(u))
             } else if n.as_i64().is_some_and(|i| i < 0) || n.as_f64().is_some_and(|f| f < 0.0) {
                 Ok(None)
-            } else if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && *f <= u64::MAX as f64) {
+            } else if let Some(f) = n
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && *f <= u64::MAX as f64)
+            {
                 Ok(Some(f as u64))
             } else {
-                Err(Error::wire(what, key, format!("expected a whole number, got {n}")))
+                Err(Error::wire(
+                    what,
+                    key,
+                    format!("expected a whole number, got {n}"),
+                ))
             }
         }
-        Some(v) => Err(Error::wire(what, key, format!("expected a number, got {}", kind(v)))),
+        Some(v) => Err(Error::wire(
+            what,
+            key,
+            format!("expected a number, got {}", kind(v)),
+        )),
     }
 }
 
@@ -202,7 +217,11 @@ fn opt_rate(m: &Map<String, Value>, key: &str, what: &'static str) -> Result<Opt
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64().filter(|f| *f >= 0.0 && f.is_finite())),
-        Some(v) => Err(Error::wire(what, key, format!("expected a number, got {}", kind(v)))),
+        Some(v) => Err(Error::wire(
+            what,
+            key,
+            format!("expected a number, got {}", kind(v)),
+        )),
     }
 }
 
@@ -278,18 +297,30 @@ pub fn parse_activity_entry(v: &Value) -> Result<ActivityEntry, Error> {
     let (tokens, tw): (&Map<String, Value>, &'static str) = match m.get("tokens") {
         Some(t @ Value::Object(_)) => (obj(t, W, "tokens")?, "activity entry tokens"),
         Some(Value::Null) | None => (m, W),
-        Some(t) => return Err(Error::wire(W, "tokens", format!("expected an object, got {}", kind(t)))),
+        Some(t) => {
+            return Err(Error::wire(
+                W,
+                "tokens",
+                format!("expected an object, got {}", kind(t)),
+            ));
+        }
     };
     let resp_status_code = match opt_count(m, "resp_status_code", W)? {
         None => None,
-        Some(c) => Some(
-            u16::try_from(c).map_err(|_| Error::wire(W, "resp_status_code", format!("{c} is not an HTTP status")))?,
-        ),
+        Some(c) => Some(u16::try_from(c).map_err(|_| {
+            Error::wire(W, "resp_status_code", format!("{c} is not an HTTP status"))
+        })?),
     };
     let has_capture = match m.get("has_capture") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(v) => return Err(Error::wire(W, "has_capture", format!("expected a boolean, got {}", kind(v)))),
+        Some(v) => {
+            return Err(Error::wire(
+                W,
+                "has_capture",
+                format!("expected a boolean, got {}", kind(v)),
+            ));
+        }
     };
     Ok(ActivityEntry {
         id,
@@ -327,7 +358,13 @@ fn activity_list_value(v: &Value) -> Result<Vec<ActivityEntry>, Error> {
         Value::Object(m) => match m.get("data") {
             Some(Value::Array(a)) => a,
             Some(Value::Null) => return Ok(Vec::new()),
-            _ => return Err(Error::wire("activity list", "data", "expected an array of entries")),
+            _ => {
+                return Err(Error::wire(
+                    "activity list",
+                    "data",
+                    "expected an array of entries",
+                ));
+            }
         },
         Value::Null => return Ok(Vec::new()),
         other => {
@@ -343,7 +380,11 @@ fn activity_list_value(v: &Value) -> Result<Vec<ActivityEntry>, Error> {
         .enumerate()
         .map(|(i, e)| {
             parse_activity_entry(e).map_err(|err| match err {
-                Error::Wire { what, field, problem } => Error::Wire {
+                Error::Wire {
+                    what,
+                    field,
+                    problem,
+                } => Error::Wire {
                     what,
                     field: format!("[{i}].{field}"),
                     problem,
@@ -481,9 +522,9 @@ pub fn parse_event(json: &str) -> Result<SwapEvent, Error> {
     let data = match m.get("data") {
         Some(Value::String(s)) => match ty.as_str() {
             // Tolerate a plain string for unknown types only; known ones must be JSON.
-            "modelStatus" | "logData" | "metrics" | "activity" | "inflight" | "profileChanged" | "uiConfig" => {
-                serde_json::from_str(s).map_err(|e| Error::wire(W, "data", format!("not a JSON string: {e}")))?
-            }
+            "modelStatus" | "logData" | "metrics" | "activity" | "inflight" | "profileChanged"
+            | "uiConfig" => serde_json::from_str(s)
+                .map_err(|e| Error::wire(W, "data", format!("not a JSON string: {e}")))?,
             _ => serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone())),
         },
         Some(v) => v.clone(),
@@ -497,7 +538,13 @@ pub fn parse_event(json: &str) -> Result<SwapEvent, Error> {
             let source = match req_str(d, "source", L)?.as_str() {
                 "proxy" => LogSource::Proxy,
                 "upstream" => LogSource::Upstream,
-                other => return Err(Error::wire(L, "source", format!("unknown source {other:?}"))),
+                other => {
+                    return Err(Error::wire(
+                        L,
+                        "source",
+                        format!("unknown source {other:?}"),
+                    ));
+                }
             };
             Ok(SwapEvent::LogData {
                 source,
@@ -507,7 +554,8 @@ pub fn parse_event(json: &str) -> Result<SwapEvent, Error> {
         "metrics" => activity_list_value(&data).map(SwapEvent::Metrics),
         "activity" => {
             let d = obj(&data, "activity event", "data")?;
-            let id = opt_count(d, "id", "activity event")?.ok_or_else(|| Error::wire("activity event", "id", "missing"))?;
+            let id = opt_count(d, "id", "activity event")?
+                .ok_or_else(|| Error::wire("activity event", "id", "missing"))?;
             Ok(SwapEvent::Activity { id })
         }
         "inflight" => parse_inflight(&data).map(SwapEvent::InFlight),
@@ -524,18 +572,25 @@ pub fn parse_event(json: &str) -> Result<SwapEvent, Error> {
 fn parse_model_status(v: &Value) -> Result<Vec<ModelStatusEntry>, Error> {
     const W: &str = "modelStatus event";
     let Value::Array(items) = v else {
-        return Err(Error::wire(W, "data", format!("expected an array, got {}", kind(v))));
+        return Err(Error::wire(
+            W,
+            "data",
+            format!("expected an array, got {}", kind(v)),
+        ));
     };
     items
         .iter()
         .enumerate()
         .map(|(i, item)| {
             let m = obj(item, W, &format!("[{i}]"))?;
-            let id = opt_str(m, "id", W)?.ok_or_else(|| Error::wire(W, format!("[{i}].id"), "missing"))?;
+            let id = opt_str(m, "id", W)?
+                .ok_or_else(|| Error::wire(W, format!("[{i}].id"), "missing"))?;
             Ok(ModelStatusEntry {
                 id,
                 name: opt_str(m, "name", W)?.filter(|s| !s.is_empty()),
-                state: ModelState::from_llama_swap(opt_str(m, "state", W)?.as_deref().unwrap_or("")),
+                state: ModelState::from_llama_swap(
+                    opt_str(m, "state", W)?.as_deref().unwrap_or(""),
+                ),
                 unlisted: m.get("unlisted").and_then(Value::as_bool).unwrap_or(false),
                 peer_id: opt_str(m, "peerID", W)?.filter(|s| !s.is_empty()),
             })
@@ -551,7 +606,8 @@ fn parse_inflight_request(v: &Value, field: &str) -> Result<InFlightRequest, Err
         Some(Value::Number(n)) => n.to_string(),
         _ => return Err(Error::wire(W, format!("{field}.id"), "missing")),
     };
-    let started_at = opt_str(m, "timestamp", W)?.and_then(|t| parse_rfc3339_ms(&t, "timestamp").ok());
+    let started_at =
+        opt_str(m, "timestamp", W)?.and_then(|t| parse_rfc3339_ms(&t, "timestamp").ok());
     Ok(InFlightRequest {
         id,
         model: opt_str(m, "model", W)?,
@@ -571,14 +627,20 @@ fn parse_inflight(v: &Value) -> Result<InFlight, Error> {
                 .enumerate()
                 .map(|(i, r)| parse_inflight_request(r, &format!("{key}[{i}]")))
                 .collect(),
-            Some(other) => Err(Error::wire(W, key, format!("expected an array, got {}", kind(other)))),
+            Some(other) => Err(Error::wire(
+                W,
+                key,
+                format!("expected an array, got {}", kind(other)),
+            )),
         }
     };
     if let Some(op) = opt_str(m, "operation", W)? {
         return match op.as_str() {
             "snapshot" => Ok(InFlight::Snapshot(list("requests")?)),
             "upsert" => {
-                let r = m.get("request").ok_or_else(|| Error::wire(W, "request", "missing"))?;
+                let r = m
+                    .get("request")
+                    .ok_or_else(|| Error::wire(W, "request", "missing"))?;
                 Ok(InFlight::Upsert(parse_inflight_request(r, "request")?))
             }
             "remove" => match m.get("id") {
@@ -586,7 +648,11 @@ fn parse_inflight(v: &Value) -> Result<InFlight, Error> {
                 Some(Value::Number(n)) => Ok(InFlight::Remove(n.to_string())),
                 _ => Err(Error::wire(W, "id", "missing")),
             },
-            other => Err(Error::wire(W, "operation", format!("unknown operation {other:?}"))),
+            other => Err(Error::wire(
+                W,
+                "operation",
+                format!("unknown operation {other:?}"),
+            )),
         };
     }
     if m.contains_key("requests") {
@@ -594,7 +660,11 @@ fn parse_inflight(v: &Value) -> Result<InFlight, Error> {
     }
     match opt_count(m, "total", W)? {
         Some(n) => Ok(InFlight::Total(u32::try_from(n).unwrap_or(u32::MAX))),
-        None => Err(Error::wire(W, "data", "expected `total`, `requests` or `operation`")),
+        None => Err(Error::wire(
+            W,
+            "data",
+            "expected `total`, `requests` or `operation`",
+        )),
     }
 }
 
@@ -678,7 +748,13 @@ pub fn parse_running(json: &str) -> Result<Vec<RunningModel>, Error> {
     let items = match m.get("running") {
         Some(Value::Array(a)) => a.as_slice(),
         None | Some(Value::Null) => &[],
-        Some(other) => return Err(Error::wire(W, "running", format!("expected an array, got {}", kind(other)))),
+        Some(other) => {
+            return Err(Error::wire(
+                W,
+                "running",
+                format!("expected an array, got {}", kind(other)),
+            ));
+        }
     };
     items
         .iter()
@@ -688,7 +764,9 @@ pub fn parse_running(json: &str) -> Result<Vec<RunningModel>, Error> {
             Ok(RunningModel {
                 model: opt_str(r, "model", W)?
                     .ok_or_else(|| Error::wire(W, format!("running[{i}].model"), "missing"))?,
-                state: ModelState::from_llama_swap(opt_str(r, "state", W)?.as_deref().unwrap_or("")),
+                state: ModelState::from_llama_swap(
+                    opt_str(r, "state", W)?.as_deref().unwrap_or(""),
+                ),
                 ttl_s: opt_count(r, "ttl", W)?,
             })
         })
@@ -796,8 +874,10 @@ impl Performance {
     pub fn latest(&self) -> Option<PerfSample> {
         let at = self.gpu.iter().map(|g| g.ts_ms).max()?;
         let now: Vec<&GpuSample> = self.gpu.iter().filter(|g| g.ts_ms == at).collect();
-        let sum_u = |f: fn(&GpuSample) -> Option<u64>| now.iter().filter_map(|g| f(g)).reduce(|a, b| a + b);
-        let sum_f = |f: fn(&GpuSample) -> Option<f64>| now.iter().filter_map(|g| f(g)).reduce(|a, b| a + b);
+        let sum_u =
+            |f: fn(&GpuSample) -> Option<u64>| now.iter().filter_map(|g| f(g)).reduce(|a, b| a + b);
+        let sum_f =
+            |f: fn(&GpuSample) -> Option<f64>| now.iter().filter_map(|g| f(g)).reduce(|a, b| a + b);
         Some(PerfSample {
             at,
             vram_used_mb: sum_u(|g| g.mem_used_mb),
@@ -821,14 +901,19 @@ pub fn parse_performance(json: &str) -> Result<Performance, Error> {
         match m.get(key) {
             None | Some(Value::Null) => Ok(&[]),
             Some(Value::Array(a)) => Ok(a),
-            Some(other) => Err(Error::wire(W, key, format!("expected an array, got {}", kind(other)))),
+            Some(other) => Err(Error::wire(
+                W,
+                key,
+                format!("expected an array, got {}", kind(other)),
+            )),
         }
     };
     let mut gpu = Vec::new();
     for (i, g) in arr("gpu_stats")?.iter().enumerate() {
         let field = format!("gpu_stats[{i}]");
         let s = obj(g, W, &field)?;
-        let ts = opt_str(s, "timestamp", W)?.ok_or_else(|| Error::wire(W, format!("{field}.timestamp"), "missing"))?;
+        let ts = opt_str(s, "timestamp", W)?
+            .ok_or_else(|| Error::wire(W, format!("{field}.timestamp"), "missing"))?;
         gpu.push(GpuSample {
             ts_ms: parse_rfc3339_ms(&ts, &format!("{field}.timestamp"))?,
             id: opt_count(s, "id", W)?.unwrap_or(0),
@@ -843,8 +928,15 @@ pub fn parse_performance(json: &str) -> Result<Performance, Error> {
     for (i, s) in arr("sys_stats")?.iter().enumerate() {
         let field = format!("sys_stats[{i}]");
         let o = obj(s, W, &field)?;
-        let ts = opt_str(o, "timestamp", W)?.ok_or_else(|| Error::wire(W, format!("{field}.timestamp"), "missing"))?;
-        sys.push((parse_rfc3339_ms(&ts, &format!("{field}.timestamp"))?, s.clone()));
+        let ts = opt_str(o, "timestamp", W)?
+            .ok_or_else(|| Error::wire(W, format!("{field}.timestamp"), "missing"))?;
+        sys.push((
+            parse_rfc3339_ms(&ts, &format!("{field}.timestamp"))?,
+            s.clone(),
+        ));
     }
     Ok(Performance { gpu, sys })
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,19 +1,26 @@
 //! Backoff delays stay within bounds; the breaker opens after exactly `breaker_threshold`
 //! consecutive failures; liveness follows a reference model.
 
-use boo_fleet_core::{Liveness, LivenessInput, LivenessState, NextStep, Randomness, ReconnectPolicy, SplitMix64};
+use boo_fleet_core::{
+    Liveness, LivenessInput, LivenessState, NextStep, Randomness, ReconnectPolicy, SplitMix64,
+};
 use proptest::prelude::*;
 
 fn policy() -> impl Strategy<Value = ReconnectPolicy> {
-    (1u64..5_000, 0u64..120_000, 0.0f64..1.0, 1u32..12, 1u64..300_000).prop_map(|(base, extra, jitter, threshold, probe)| {
-        ReconnectPolicy {
+    (
+        1u64..5_000,
+        0u64..120_000,
+        0.0f64..1.0,
+        1u32..12,
+        1u64..300_000,
+    )
+        .prop_map(|(base, extra, jitter, threshold, probe)| ReconnectPolicy {
             base_ms: base,
             max_ms: base + extra,
             jitter_max: jitter,
             breaker_threshold: threshold,
             probe_interval_ms: probe,
-        }
-    })
+        })
 }
 
 proptest! {
@@ -99,21 +106,57 @@ fn breaker_opens_after_exactly_six_failures_and_probe_recovers() {
     assert_eq!(states[5], LivenessState::Down);
     // Failed half-open probe: stays down, next probe 60 s later.
     let s = l.step(LivenessInput::Error, 100_000, &p, 0.5);
-    assert_eq!((s.to, s.next), (LivenessState::Down, NextStep::ProbeAt(160_000)));
+    assert_eq!(
+        (s.to, s.next),
+        (LivenessState::Down, NextStep::ProbeAt(160_000))
+    );
     // Successful probe: the host recovers by itself.
     let s = l.step(LivenessInput::Connected, 160_000, &p, 0.5);
     assert!(s.changed());
-    assert_eq!((s.to, l.failures(), l.last_seen_at()), (LivenessState::Connected, 0, Some(160_000)));
+    assert_eq!(
+        (s.to, l.failures(), l.last_seen_at()),
+        (LivenessState::Connected, 0, Some(160_000))
+    );
 }
 
 #[test]
 fn invalid_policies_name_the_field() {
     let cases = [
-        (ReconnectPolicy { base_ms: 0, ..Default::default() }, "base_ms"),
-        (ReconnectPolicy { max_ms: 10, ..Default::default() }, "max_ms"),
-        (ReconnectPolicy { jitter_max: -0.1, ..Default::default() }, "jitter_max"),
-        (ReconnectPolicy { breaker_threshold: 0, ..Default::default() }, "breaker_threshold"),
-        (ReconnectPolicy { probe_interval_ms: 0, ..Default::default() }, "probe_interval_ms"),
+        (
+            ReconnectPolicy {
+                base_ms: 0,
+                ..Default::default()
+            },
+            "base_ms",
+        ),
+        (
+            ReconnectPolicy {
+                max_ms: 10,
+                ..Default::default()
+            },
+            "max_ms",
+        ),
+        (
+            ReconnectPolicy {
+                jitter_max: -0.1,
+                ..Default::default()
+            },
+            "jitter_max",
+        ),
+        (
+            ReconnectPolicy {
+                breaker_threshold: 0,
+                ..Default::default()
+            },
+            "breaker_threshold",
+        ),
+        (
+            ReconnectPolicy {
+                probe_interval_ms: 0,
+                ..Default::default()
+            },
+            "probe_interval_ms",
+        ),
     ];
     for (p, field) in cases {
         let err = p.validate().unwrap_err().to_string();

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use boo_fleet_core::{
-    Action, ActionQueue, Error, HostSnapshot, Lease, LivenessState, ModelState, ModelStatus, QueueConfig, SkipReason,
+    Action, ActionQueue, Error, HostSnapshot, Lease, LivenessState, ModelState, ModelStatus,
+    QueueConfig, SkipReason,
 };
 use proptest::prelude::*;
 
@@ -56,10 +57,18 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn action(i: u8) -> Action {
     match i {
-        0 => Action::Warm { model: "llama".into() },
-        1 => Action::Warm { model: "mistral".into() },
-        2 => Action::Unload { model: "qwen".into() },
-        3 => Action::Unload { model: "mistral".into() },
+        0 => Action::Warm {
+            model: "llama".into(),
+        },
+        1 => Action::Warm {
+            model: "mistral".into(),
+        },
+        2 => Action::Unload {
+            model: "qwen".into(),
+        },
+        3 => Action::Unload {
+            model: "mistral".into(),
+        },
         _ => Action::UnloadAll,
     }
 }
@@ -129,14 +138,22 @@ fn full_queue_is_429_and_lists_what_is_queued() {
     let mut q = ActionQueue::new("gpu");
     let h = host(LivenessState::Connected, None);
     for m in ["a", "b", "c", "d"] {
-        q.submit(Action::Warm { model: m.into() }, &h, false, 0).unwrap();
+        q.submit(Action::Warm { model: m.into() }, &h, false, 0)
+            .unwrap();
     }
     let err = q.submit(Action::UnloadAll, &h, false, 0).unwrap_err();
     assert_eq!(err.http_status(), 429);
     let body = err.to_json_body();
     assert_eq!(body["queued"].as_array().map(Vec::len), Some(4));
-    assert_eq!(body["queued"][0], serde_json::json!({"action":"warm","model":"a"}));
-    assert!(err.to_string().contains("warm(a), warm(b), warm(c), warm(d)"), "{err}");
+    assert_eq!(
+        body["queued"][0],
+        serde_json::json!({"action":"warm","model":"a"})
+    );
+    assert!(
+        err.to_string()
+            .contains("warm(a), warm(b), warm(c), warm(d)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -152,7 +169,10 @@ fn bench_lease_needs_confirmation_then_runs() {
     );
     assert!(q.is_empty());
     q.submit(Action::UnloadAll, &h, true, 0).unwrap();
-    assert_eq!(q.next(&h, 10).run.map(|r| r.action), Some(Action::UnloadAll));
+    assert_eq!(
+        q.next(&h, 10).run.map(|r| r.action),
+        Some(Action::UnloadAll)
+    );
 }
 
 #[test]
@@ -160,10 +180,21 @@ fn down_host_is_503_and_drains_on_dequeue() {
     let mut q = ActionQueue::new("gpu");
     let mut h = host(LivenessState::Down, None);
     let err = q.submit(Action::UnloadAll, &h, true, 0).unwrap_err();
-    assert_eq!((err.http_status(), err.to_json_body()["error"].as_str()), (503, Some("host offline")));
+    assert_eq!(
+        (err.http_status(), err.to_json_body()["error"].as_str()),
+        (503, Some("host offline"))
+    );
 
     h.liveness = LivenessState::Connected;
-    q.submit(Action::Warm { model: "llama".into() }, &h, false, 0).unwrap();
+    q.submit(
+        Action::Warm {
+            model: "llama".into(),
+        },
+        &h,
+        false,
+        0,
+    )
+    .unwrap();
     h.liveness = LivenessState::Reconnecting;
     assert_eq!(q.next(&h, 1), Default::default()); // waits, keeps the action
     assert_eq!(q.len(), 1);
@@ -176,16 +207,51 @@ fn down_host_is_503_and_drains_on_dequeue() {
 
 #[test]
 fn stale_actions_are_skipped_on_dequeue() {
-    let mut q = ActionQueue::with_config("gpu", QueueConfig { cap: 4, max_age_ms: 1_000 });
+    let mut q = ActionQueue::with_config(
+        "gpu",
+        QueueConfig {
+            cap: 4,
+            max_age_ms: 1_000,
+        },
+    );
     let h = host(LivenessState::Connected, None);
-    q.submit(Action::Warm { model: "qwen".into() }, &h, false, 0).unwrap(); // already ready
-    q.submit(Action::Unload { model: "llama".into() }, &h, false, 0).unwrap(); // already stopped
-    q.submit(Action::Warm { model: "llama".into() }, &h, false, 0).unwrap(); // runnable
+    q.submit(
+        Action::Warm {
+            model: "qwen".into(),
+        },
+        &h,
+        false,
+        0,
+    )
+    .unwrap(); // already ready
+    q.submit(
+        Action::Unload {
+            model: "llama".into(),
+        },
+        &h,
+        false,
+        0,
+    )
+    .unwrap(); // already stopped
+    q.submit(
+        Action::Warm {
+            model: "llama".into(),
+        },
+        &h,
+        false,
+        0,
+    )
+    .unwrap(); // runnable
     let out = q.next(&h, 500);
     let reasons: Vec<SkipReason> = out.skipped.iter().map(|(_, r)| *r).collect();
     assert_eq!(reasons, [SkipReason::AlreadyLoaded, SkipReason::NotLoaded]);
     let run = out.run.unwrap();
-    assert_eq!(run.action, Action::Warm { model: "llama".into() });
+    assert_eq!(
+        run.action,
+        Action::Warm {
+            model: "llama".into()
+        }
+    );
     // One at a time: nothing else runs until the running action finishes.
     q.submit(Action::UnloadAll, &h, false, 600).unwrap();
     assert!(q.next(&h, 700).run.is_none());
@@ -200,8 +266,26 @@ fn stale_actions_are_skipped_on_dequeue() {
 fn identical_waiting_action_is_coalesced() {
     let mut q = ActionQueue::new("gpu");
     let h = host(LivenessState::Connected, None);
-    let a = q.submit(Action::Warm { model: "llama".into() }, &h, false, 0).unwrap();
-    let b = q.submit(Action::Warm { model: "llama".into() }, &h, false, 5).unwrap();
+    let a = q
+        .submit(
+            Action::Warm {
+                model: "llama".into(),
+            },
+            &h,
+            false,
+            0,
+        )
+        .unwrap();
+    let b = q
+        .submit(
+            Action::Warm {
+                model: "llama".into(),
+            },
+            &h,
+            false,
+            5,
+        )
+        .unwrap();
     assert_eq!((b.id, b.position, b.coalesced), (a.id, 1, true));
     assert_eq!(q.len(), 1);
 }

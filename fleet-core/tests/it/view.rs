@@ -1,8 +1,8 @@
 //! FleetView converges to the server's FleetState for any interleaving of snapshot and deltas.
 
 use boo_fleet_core::{
-    Applied, Delta, FleetSnapshot, FleetState, FleetView, Lease, Liveness, LivenessInput, ModelState, PerfSample,
-    ReconnectPolicy,
+    Applied, Delta, FleetSnapshot, FleetState, FleetView, Lease, Liveness, LivenessInput,
+    ModelState, PerfSample, ReconnectPolicy,
 };
 use proptest::prelude::*;
 
@@ -73,9 +73,17 @@ impl Server {
             Op::Add(h) => f.add_host(HOSTS[*h]).into_iter().collect(),
             Op::Remove(h) => f.remove_host(HOSTS[*h]).into_iter().collect(),
             Op::Live(h, i) => {
-                let input = [LivenessInput::Connected, LivenessInput::Event, LivenessInput::Error][*i as usize];
+                let input = [
+                    LivenessInput::Connected,
+                    LivenessInput::Event,
+                    LivenessInput::Error,
+                ][*i as usize];
                 self.live[*h].step(input, now, &policy, 0.3);
-                f.set_liveness(HOSTS[*h], &self.live[*h]).ok().flatten().into_iter().collect()
+                f.set_liveness(HOSTS[*h], &self.live[*h])
+                    .ok()
+                    .flatten()
+                    .into_iter()
+                    .collect()
             }
             Op::Models(h, v) => {
                 let mut list: Vec<(String, ModelState)> = Vec::new();
@@ -86,10 +94,30 @@ impl Server {
                 }
                 f.set_models(HOSTS[*h], &list, now).unwrap_or_default()
             }
-            Op::Model(h, m, s) => f.set_model_state(HOSTS[*h], MODELS[*m], STATES[*s], now).ok().flatten().into_iter().collect(),
-            Op::Ttl(h, m, t) => f.set_model_ttl(HOSTS[*h], MODELS[*m], *t).ok().flatten().into_iter().collect(),
-            Op::Used(h, m) => f.model_used(HOSTS[*h], MODELS[*m], now).ok().flatten().into_iter().collect(),
-            Op::InFlight(h, n) => f.set_in_flight(HOSTS[*h], *n).ok().flatten().into_iter().collect(),
+            Op::Model(h, m, s) => f
+                .set_model_state(HOSTS[*h], MODELS[*m], STATES[*s], now)
+                .ok()
+                .flatten()
+                .into_iter()
+                .collect(),
+            Op::Ttl(h, m, t) => f
+                .set_model_ttl(HOSTS[*h], MODELS[*m], *t)
+                .ok()
+                .flatten()
+                .into_iter()
+                .collect(),
+            Op::Used(h, m) => f
+                .model_used(HOSTS[*h], MODELS[*m], now)
+                .ok()
+                .flatten()
+                .into_iter()
+                .collect(),
+            Op::InFlight(h, n) => f
+                .set_in_flight(HOSTS[*h], *n)
+                .ok()
+                .flatten()
+                .into_iter()
+                .collect(),
             Op::Perf(h) => {
                 let sample = PerfSample {
                     at: now,
@@ -98,7 +126,11 @@ impl Server {
                     gpu_temp_c: Some(40.0 + (now % 30) as f64),
                     power_w: Some(120.5),
                 };
-                f.set_perf(HOSTS[*h], sample).ok().flatten().into_iter().collect()
+                f.set_perf(HOSTS[*h], sample)
+                    .ok()
+                    .flatten()
+                    .into_iter()
+                    .collect()
             }
             Op::Lease(h, on) => {
                 let lease = on.then(|| Lease {
@@ -109,7 +141,11 @@ impl Server {
                     acquired_at: now,
                     expires_at: now + 60_000,
                 });
-                f.set_lease(HOSTS[*h], lease).ok().flatten().into_iter().collect()
+                f.set_lease(HOSTS[*h], lease)
+                    .ok()
+                    .flatten()
+                    .into_iter()
+                    .collect()
             }
         }
     }
