@@ -1,1 +1,223 @@
-//! boo-gateway-http (work in progress).
+//! boo-gateway-http: the OpenAI-compatible fleet gateway.
+//!
+//! One endpoint for a fleet of llama-swap / llama-server hosts, other gateways and OpenAI-style
+//! clouds. A request names a composite model (`sam-desktop/qwen3-coder`); the gateway finds the
+//! top-level `"model"` with a byte skimmer (no deserialization), resolves it through a
+//! [`ModelRouter`] (normally [`RegistryRouter`] over `boo_provider_registry::Registry`), splices
+//! the bare wire id into the body, and forwards it over a pooled keep-alive connection. The
+//! answer streams back unmodified while an SSE scanner picks TTFT, `usage` and llama.cpp
+//! `timings`; each finished request becomes one `RequestRecord` through a [`TelemetrySink`].
+//!
+//! Errors are mapped in one place ([`GatewayError`]) to OpenAI-shaped bodies
+//! (`{"error":{"message","type","param","code"}}`), so SDKs raise their usual exceptions.
+//!
+//! ```no_run
+//! use boo_gateway_http::{Gateway, GatewayConfig, NoopSink, StaticRouter, UpstreamSpec, UpstreamTimeouts};
+//! use std::sync::Arc;
+//!
+//! # async fn demo() -> Result<(), boo_gateway_http::GatewayError> {
+//! let router = StaticRouter::new().provider("sam-desktop", &["qwen3-8b"]);
+//! let upstreams = vec![UpstreamSpec {
+//!     provider: "sam-desktop".into(),
+//!     base_url: "http://127.0.0.1:8080".into(),
+//!     base_includes_version: false,
+//!     sidecar_url: None,
+//!     headers: vec![],
+//!     has_api_key: false,
+//!     timeouts: UpstreamTimeouts::default(),
+//!     max_concurrency: None,
+//! }];
+//! let gw = Gateway::new(GatewayConfig::default(), Arc::new(router), &upstreams, Arc::new(NoopSink))?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9503").await?;
+//! gw.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Invariants: a request whose provider is unknown never reaches an upstream; the client's
+//! `Authorization` never reaches a provider that has its own key; secrets never appear in logs
+//! or error bodies.
+
+mod error;
+mod metrics;
+mod proxy;
+mod registry;
+mod router;
+mod scan;
+mod server;
+mod skim;
+mod telemetry;
+mod upstream;
+
+pub use error::GatewayError;
+pub use metrics::{Histogram, Metrics, Series};
+pub use registry::{FavoritesSource, RegistryRouter, upstream_specs};
+pub use router::{ListedModel, ModelRouter, Routed, StaticRouter};
+pub use scan::{SseScanner, TailScanner, UsageInfo};
+pub use skim::{SkimError, Skimmed, skim, splice_model};
+pub use telemetry::{ChannelSink, MemorySink, NoopSink, RequestRecord, TelemetrySink};
+pub use upstream::{Upstream, UpstreamSpec, UpstreamTimeouts};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Server-side settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest accepted request body (default 32 MiB); larger → 413.
+    pub max_body_bytes: u64,
+    /// Client keys; when non-empty, `/v1/*` routes require `Authorization: Bearer <key>`.
+    pub api_keys: Vec<String>,
+    /// How long in-flight requests may run after shutdown starts (default 30 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 32 * 1024 * 1024, api_keys: Vec::new(), shutdown_grace: Duration::from_secs(30) }
+    }
+}
+
+/// Shared state of a running gateway.
+pub(crate) struct Inner {
+    cfg: GatewayConfig,
+    router: Arc<dyn ModelRouter>,
+    upstreams: HashMap<Box<str>, Arc<Upstream>>,
+    sink: Arc<dyn TelemetrySink>,
+    metrics: Metrics,
+    api_keys: Vec<Vec<u8>>,
+    id_prefix: String,
+    id_counter: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+/// The gateway: cheap to clone, serve it with [`Gateway::serve`].
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("providers", &self.inner.upstreams.len()).finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Builds a gateway from a router, the upstreams it may route to, and a telemetry sink.
+    pub fn new(
+        cfg: GatewayConfig,
+        router: Arc<dyn ModelRouter>,
+        upstreams: &[UpstreamSpec],
+        sink: Arc<dyn TelemetrySink>,
+    ) -> Result<Self, GatewayError> {
+        let mut map = HashMap::new();
+        for spec in upstreams {
+            map.insert(spec.provider.as_str().into(), Arc::new(Upstream::new(spec)?));
+        }
+        Ok(Self::with_upstreams(cfg, router, map, sink))
+    }
+
+    /// Like [`Gateway::new`] with pre-built upstreams (to tune their queues).
+    pub fn with_upstreams(
+        cfg: GatewayConfig,
+        router: Arc<dyn ModelRouter>,
+        upstreams: HashMap<Box<str>, Arc<Upstream>>,
+        sink: Arc<dyn TelemetrySink>,
+    ) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        let api_keys = cfg.api_keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+        Self {
+            inner: Arc::new(Inner {
+                cfg,
+                router,
+                upstreams,
+                sink,
+                metrics: Metrics::new(),
+                api_keys,
+                id_prefix: format!("gw-{:08x}", h.finish() as u32),
+                id_counter: AtomicU64::new(0),
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then stops accepting and lets in-flight
+    /// requests finish for up to [`GatewayConfig::shutdown_grace`].
+    pub async fn serve<F>(self, listener: tokio::net::TcpListener, shutdown: F) -> Result<(), GatewayError>
+    where
+        F: Future<Output = ()> + Send,
+    {
+        server::serve(self.inner, listener, shutdown).await
+    }
+}
+
+/// The response body type of every gateway response: a full buffer or a proxied stream.
+pub struct RespBody {
+    kind: BodyKind,
+}
+
+enum BodyKind {
+    Full(Option<Bytes>),
+    Proxy(Box<proxy::ProxyStream>),
+}
+
+impl std::fmt::Debug for RespBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RespBody")
+    }
+}
+
+impl RespBody {
+    pub(crate) fn full(b: Bytes) -> Self {
+        Self { kind: BodyKind::Full(Some(b)) }
+    }
+    pub(crate) fn proxy(s: Box<proxy::ProxyStream>) -> Self {
+        Self { kind: BodyKind::Proxy(s) }
+    }
+}
+
+impl From<Bytes> for RespBody {
+    fn from(b: Bytes) -> Self {
+        Self::full(b)
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match &mut self.get_mut().kind {
+            BodyKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            BodyKind::Proxy(s) => Pin::new(&mut **s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Full(b) => b.is_none(),
+            BodyKind::Proxy(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            BodyKind::Proxy(s) => s.size_hint(),
+        }
+    }
+}

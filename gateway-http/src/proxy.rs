@@ -1,0 +1,635 @@
+//! The request handler: routing table, the inference proxy hot path, and the response body that
+//! streams upstream bytes through unchanged while scanning them.
+
+use crate::error::GatewayError;
+use crate::metrics::Series;
+use crate::router::Routed;
+use crate::scan::{SseScanner, TailScanner, UsageInfo};
+use crate::skim::{SkimError, skim, splice_model};
+use crate::telemetry::RequestRecord;
+use crate::upstream::Upstream;
+use crate::{Inner, RespBody};
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Sleep;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_BOO_SOURCE: HeaderName = HeaderName::from_static("x-boo-source");
+static X_BOO_PROVIDER: HeaderName = HeaderName::from_static("x-boo-provider");
+static X_BOO_MODEL: HeaderName = HeaderName::from_static("x-boo-model");
+static X_BOO_OVERHEAD: HeaderName = HeaderName::from_static("x-boo-overhead-ms");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// What a path maps to.
+enum Route {
+    Inference(&'static str),
+    Models,
+    ApiModels,
+    Health,
+    Metrics,
+    Ping,
+    Unknown,
+}
+
+fn route(path: &str) -> Route {
+    match path {
+        "/v1/chat/completions" | "/v/chat/completions" => Route::Inference("/v1/chat/completions"),
+        "/v1/completions" | "/v/completions" => Route::Inference("/v1/completions"),
+        "/v1/embeddings" | "/v/embeddings" => Route::Inference("/v1/embeddings"),
+        "/v1/models" | "/v/models" | "/models" => Route::Models,
+        "/api/models" => Route::ApiModels,
+        "/api/health" => Route::Health,
+        "/metrics" => Route::Metrics,
+        "/health" => Route::Ping,
+        _ => Route::Unknown,
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> RespBody {
+    RespBody::full(b.into())
+}
+
+fn json_response(v: &serde_json::Value) -> Response<RespBody> {
+    let mut r = Response::new(full(serde_json::to_vec(v).unwrap_or_default()));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// `X-Boo-Source`: 1–64 RFC 9110 token characters.
+pub(crate) fn valid_source(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && v.iter().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(c))
+}
+
+fn is_hop_by_hop(k: &HeaderName) -> bool {
+    k == header::CONNECTION
+        || k == KEEP_ALIVE
+        || k == PROXY_CONNECTION
+        || k == header::PROXY_AUTHENTICATE
+        || k == header::PROXY_AUTHORIZATION
+        || k == header::TE
+        || k == header::TRAILER
+        || k == header::TRANSFER_ENCODING
+        || k == header::UPGRADE
+}
+
+/// Header names listed in a `Connection` header (also hop-by-hop).
+fn connection_listed(h: &HeaderMap, k: &HeaderName) -> bool {
+    h.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(k.as_str())))
+    })
+}
+
+impl Inner {
+    /// Entry point for every request.
+    pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+        let t0 = Instant::now();
+        let rid = self.request_id(req.headers());
+        let mut resp = match route(req.uri().path()) {
+            Route::Inference(up_path) if req.method() == Method::POST => {
+                self.proxy(req, up_path, peer, t0, &rid).await
+            }
+            Route::Models if req.method() == Method::GET => {
+                if !self.authorized(req.headers()) {
+                    GatewayError::Unauthorized.to_response()
+                } else {
+                    self.list_models()
+                }
+            }
+            Route::ApiModels if req.method() == Method::GET => json_response(&self.router.catalog()),
+            Route::Health if req.method() == Method::GET => json_response(&serde_json::json!({
+                "status": "ok",
+                "providers": self.router.health(),
+            })),
+            Route::Metrics if req.method() == Method::GET => {
+                let mut r = Response::new(full(self.metrics.render()));
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+                r
+            }
+            Route::Ping if req.method() == Method::GET => Response::new(full("OK")),
+            Route::Unknown => GatewayError::NotFound { path: req.uri().path().to_string() }.to_response(),
+            _ => GatewayError::MethodNotAllowed {
+                method: req.method().to_string(),
+                path: req.uri().path().to_string(),
+            }
+            .to_response(),
+        };
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), rid);
+        resp
+    }
+
+    fn request_id(&self, h: &HeaderMap) -> HeaderValue {
+        if let Some(v) = h.get(&X_REQUEST_ID) {
+            let b = v.as_bytes();
+            if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+                return v.clone();
+            }
+        }
+        let n = self.id_counter.fetch_add(1, Relaxed);
+        let s = format!("{}{:010x}", self.id_prefix, n);
+        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("gw"))
+    }
+
+    fn authorized(&self, h: &HeaderMap) -> bool {
+        if self.api_keys.is_empty() {
+            return true;
+        }
+        let Some(tok) = h.get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        // Compare against every key without short-circuiting; each compare is constant time.
+        let mut ok = subtle::Choice::from(0u8);
+        for k in &self.api_keys {
+            ok |= subtle::ConstantTimeEq::ct_eq(k.as_slice(), tok);
+        }
+        bool::from(ok)
+    }
+
+    fn list_models(&self) -> Response<RespBody> {
+        let data: Vec<serde_json::Value> = self
+            .router
+            .list_models()
+            .into_iter()
+            .map(|m| serde_json::json!({"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by}))
+            .collect();
+        json_response(&serde_json::json!({"object": "list", "data": data}))
+    }
+
+    /// The inference hot path.
+    async fn proxy(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        up_path: &'static str,
+        peer: SocketAddr,
+        t0: Instant,
+        rid: &HeaderValue,
+    ) -> Response<RespBody> {
+        let mut ctx = Ctx {
+            inner: self.clone(),
+            request_id: String::from_utf8_lossy(rid.as_bytes()).into_owned(),
+            started: chrono::Utc::now(),
+            t0,
+            path: up_path,
+            provider: None,
+            model: String::new(),
+            wire_model: None,
+            source: None,
+            stream: false,
+            bytes_in: 0,
+            bytes_out: 0,
+            status: 0,
+            error_class: None,
+            ttft: None,
+            upstream_latency: None,
+            overhead: None,
+            usage: UsageInfo::default(),
+            series: None,
+            completed: false,
+        };
+        match self.proxy_inner(req, up_path, peer, rid, &mut ctx).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                ctx.status = e.status().as_u16();
+                ctx.error_class = Some(e.code());
+                ctx.completed = true;
+                e.to_response()
+            }
+        }
+    }
+
+    async fn proxy_inner(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        up_path: &'static str,
+        peer: SocketAddr,
+        rid: &HeaderValue,
+        ctx: &mut Ctx,
+    ) -> Result<Response<RespBody>, GatewayError> {
+        if self.shutting_down.load(Relaxed) {
+            return Err(GatewayError::ShuttingDown);
+        }
+        if !self.authorized(req.headers()) {
+            return Err(GatewayError::Unauthorized);
+        }
+        if let Some(src) = req.headers().get(&X_BOO_SOURCE) {
+            if !valid_source(src.as_bytes()) {
+                return Err(GatewayError::BadSource);
+            }
+            ctx.source = Some(String::from_utf8_lossy(src.as_bytes()).into_owned());
+        }
+        let limit = self.cfg.max_body_bytes;
+        if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            && len > limit
+        {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, limit as usize).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    return Err(GatewayError::BodyTooLarge { limit });
+                }
+                return Err(GatewayError::BodyRead(e.to_string()));
+            }
+        };
+        ctx.bytes_in = body.len() as i64;
+
+        let skimmed = skim(&body).map_err(|e| match e {
+            SkimError::Malformed { .. } => GatewayError::InvalidJson(e.to_string()),
+            SkimError::ModelNotString | SkimError::DuplicateModel => {
+                GatewayError::InvalidModel { model: String::new(), reason: e.to_string() }
+            }
+        })?;
+        let Some(model) = skimmed.model.as_deref() else { return Err(GatewayError::MissingModel) };
+        ctx.stream = skimmed.stream;
+        ctx.model = model.to_string();
+        let Routed { provider, model: composite, wire_model, via_sidecar } = self.router.resolve(model)?;
+        let up: &Arc<Upstream> = self
+            .upstreams
+            .get(&*provider)
+            .ok_or_else(|| GatewayError::ProviderUnavailable { provider: provider.to_string() })?;
+        let series = self.metrics.series(&provider, &composite);
+        series.in_flight.fetch_add(1, Relaxed);
+        ctx.series = Some(series);
+        ctx.provider = Some(provider);
+        ctx.model = composite;
+
+        let new_body = if wire_model == model {
+            body
+        } else {
+            Bytes::from(splice_model(&body, skimmed.model_span.clone(), &wire_model))
+        };
+        ctx.wire_model = Some(wire_model);
+        let permit = up.acquire().await?;
+
+        let endpoint = if via_sidecar { up.sidecar.as_ref().unwrap_or(&up.main) } else { &up.main };
+        let uri = endpoint
+            .uri(up_path, parts.uri.query())
+            .map_err(|e| GatewayError::Config(format!("bad upstream URI: {e}")))?;
+        let mut out = Request::new(Full::new(new_body.clone()));
+        *out.method_mut() = Method::POST;
+        *out.uri_mut() = uri;
+        *out.headers_mut() = self.forward_headers(&parts.headers, up, peer, rid, new_body.len());
+
+        let t_sent = Instant::now();
+        let first_byte = up.timeouts.first_byte;
+        let resp = match tokio::time::timeout(first_byte, up.client.request(out)).await {
+            Err(_) => {
+                return Err(GatewayError::UpstreamTimeout {
+                    provider: up.provider.to_string(),
+                    timeout_ms: first_byte.as_millis() as u64,
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(GatewayError::UpstreamUnreachable {
+                    provider: up.provider.to_string(),
+                    detail: error_chain(&e),
+                });
+            }
+            Ok(Ok(r)) => r,
+        };
+        let t_headers = Instant::now();
+        ctx.upstream_latency = Some(t_headers - t_sent);
+        ctx.status = resp.status().as_u16();
+
+        let (rparts, rbody) = resp.into_parts();
+        let is_sse = rparts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| memchr::memmem::find(v.as_bytes(), b"text/event-stream").is_some());
+        let mut builder = Response::builder().status(rparts.status);
+        let h = builder.headers_mut().expect("fresh builder has headers");
+        h.reserve(rparts.headers.len() + 5);
+        for (k, v) in rparts.headers.iter() {
+            if !is_hop_by_hop(k) {
+                h.append(k.clone(), v.clone());
+            }
+        }
+        h.insert(X_BOO_PROVIDER.clone(), up.provider_header.clone());
+        if let Ok(v) = HeaderValue::from_str(&ctx.model) {
+            h.insert(X_BOO_MODEL.clone(), v);
+        }
+        let overhead = (t_sent - ctx.t0) + t_headers.elapsed();
+        ctx.overhead = Some(overhead);
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1000.0)) {
+            h.insert(X_BOO_OVERHEAD.clone(), v);
+        }
+        let idle = up.timeouts.idle;
+        let deadline = up.timeouts.total.map(|t| ctx.t0 + t);
+        let sleep_until = next_wake(idle, deadline);
+        let stream = ProxyStream {
+            body: rbody,
+            sleep: Box::pin(tokio::time::sleep_until(sleep_until.into())),
+            idle,
+            deadline,
+            sse: is_sse.then(SseScanner::new),
+            tail: (!is_sse).then(TailScanner::new),
+            inject: None,
+            ended: false,
+            ctx: {
+                let det = ctx.detached();
+                std::mem::replace(ctx, det)
+            },
+            _permit: permit,
+        };
+        builder
+            .body(RespBody::proxy(Box::new(stream)))
+            .map_err(|e| GatewayError::Config(format!("response build failed: {e}")))
+    }
+
+    fn forward_headers(
+        &self,
+        src: &HeaderMap,
+        up: &Upstream,
+        peer: SocketAddr,
+        rid: &HeaderValue,
+        len: usize,
+    ) -> HeaderMap {
+        let mut h = HeaderMap::with_capacity(src.len() + up.headers.len() + 4);
+        let strip_auth = up.has_api_key || !self.api_keys.is_empty() || up.headers.contains_key(header::AUTHORIZATION);
+        let has_conn = src.contains_key(header::CONNECTION);
+        for (k, v) in src {
+            if is_hop_by_hop(k)
+                || k == header::HOST
+                || k == header::CONTENT_LENGTH
+                || k == header::ACCEPT_ENCODING
+                || k == X_FORWARDED_FOR
+                || (strip_auth && (k == header::AUTHORIZATION || k == X_API_KEY))
+                || (has_conn && connection_listed(src, k))
+            {
+                continue;
+            }
+            h.append(k.clone(), v.clone());
+        }
+        for (k, v) in &up.headers {
+            h.insert(k.clone(), v.clone());
+        }
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        h.insert(X_REQUEST_ID.clone(), rid.clone());
+        let ip = peer.ip().to_string();
+        let xff = match src.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        h
+    }
+}
+
+fn next_wake(idle: Duration, deadline: Option<Instant>) -> Instant {
+    let t = Instant::now() + idle;
+    match deadline {
+        Some(d) if d < t => d,
+        _ => t,
+    }
+}
+
+/// Transport error summary: the error and its sources (no URLs or headers).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// Per-request bookkeeping; turns into one telemetry record and metric updates when dropped.
+pub(crate) struct Ctx {
+    inner: Arc<Inner>,
+    request_id: String,
+    started: chrono::DateTime<chrono::Utc>,
+    t0: Instant,
+    path: &'static str,
+    provider: Option<Arc<str>>,
+    model: String,
+    wire_model: Option<String>,
+    source: Option<String>,
+    stream: bool,
+    bytes_in: i64,
+    bytes_out: i64,
+    status: u16,
+    error_class: Option<&'static str>,
+    ttft: Option<Duration>,
+    upstream_latency: Option<Duration>,
+    overhead: Option<Duration>,
+    usage: UsageInfo,
+    series: Option<Arc<Series>>,
+    completed: bool,
+}
+
+impl Ctx {
+    /// An inert copy left behind when the real context moves into the response body.
+    fn detached(&self) -> Ctx {
+        Ctx {
+            inner: self.inner.clone(),
+            request_id: String::new(),
+            started: self.started,
+            t0: self.t0,
+            path: self.path,
+            provider: None,
+            model: String::new(),
+            wire_model: None,
+            source: None,
+            stream: false,
+            bytes_in: -1, // marks "detached": no record on drop
+            bytes_out: 0,
+            status: 0,
+            error_class: None,
+            ttft: None,
+            upstream_latency: None,
+            overhead: None,
+            usage: UsageInfo::default(),
+            series: None,
+            completed: true,
+        }
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        if self.bytes_in < 0 {
+            return;
+        }
+        if !self.completed && self.error_class.is_none() {
+            // The client went away before the exchange finished.
+            self.error_class = Some("client_disconnect");
+            if self.status == 0 {
+                self.status = 499;
+            }
+        }
+        let m = &self.inner.metrics;
+        let series: &Series = self.series.as_deref().unwrap_or(m.unrouted());
+        series.requests.fetch_add(1, Relaxed);
+        if self.status >= 400 || self.error_class.is_some_and(|c| c != "client_disconnect") {
+            series.errors.fetch_add(1, Relaxed);
+        }
+        if self.series.is_some() {
+            series.in_flight.fetch_sub(1, Relaxed);
+        }
+        if let Some(d) = self.upstream_latency {
+            series.upstream_latency.observe(d);
+        }
+        if let Some(d) = self.ttft {
+            series.ttft.observe(d);
+        }
+        if let Some(d) = self.overhead {
+            series.overhead.observe(d);
+        }
+        let rec = RequestRecord {
+            request_id: std::mem::take(&mut self.request_id),
+            ts: self.started,
+            provider_id: self.provider.as_deref().unwrap_or("").to_string(),
+            model: std::mem::take(&mut self.model),
+            wire_model: self.wire_model.take(),
+            source: self.source.take(),
+            path: self.path.to_string(),
+            status: self.status,
+            error_class: self.error_class.map(str::to_string),
+            ttft_ms: self.ttft.map(|d| d.as_secs_f64() * 1000.0),
+            duration_ms: self.t0.elapsed().as_secs_f64() * 1000.0,
+            prompt_tokens: self.usage.prompt_tokens,
+            cached_tokens: self.usage.cached_tokens,
+            completion_tokens: self.usage.completion_tokens,
+            prompt_tps: self.usage.prompt_tps,
+            gen_tps: self.usage.gen_tps,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            stream: self.stream,
+            route: None,
+        };
+        self.inner.sink.record(rec);
+    }
+}
+
+/// The upstream response body, passed through frame by frame.
+pub(crate) struct ProxyStream {
+    body: Incoming,
+    sleep: Pin<Box<Sleep>>,
+    idle: Duration,
+    deadline: Option<Instant>,
+    sse: Option<SseScanner>,
+    tail: Option<TailScanner>,
+    inject: Option<Bytes>,
+    ended: bool,
+    ctx: Ctx,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl ProxyStream {
+    fn end_with_error(&mut self, class: &'static str, msg: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.ctx.error_class = Some(class);
+        self.ended = true;
+        if self.sse.is_some() {
+            // llama.cpp's own in-stream error shape, then a clean end of stream.
+            let v = serde_json::json!({"error": {"message": msg, "type": "server_error", "code": class}});
+            let mut b = b"data: ".to_vec();
+            let _ = serde_json::to_writer(&mut b, &v);
+            b.extend_from_slice(b"\n\n");
+            self.ctx.bytes_out += b.len() as i64;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from(b)))))
+        } else {
+            Poll::Ready(Some(Err(msg.into())))
+        }
+    }
+}
+
+/// Error type of response bodies.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body for ProxyStream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(b) = this.inject.take() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.ctx.bytes_out += d.len() as i64;
+                    if let Some(s) = &mut this.sse {
+                        if s.feed(d) {
+                            this.ctx.ttft = Some(this.ctx.t0.elapsed());
+                        }
+                    } else if let Some(t) = &mut this.tail {
+                        t.feed(d);
+                    }
+                }
+                let wake = next_wake(this.idle, this.deadline);
+                this.sleep.as_mut().reset(wake.into());
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let provider = this.ctx.provider.as_deref().unwrap_or("").to_string();
+                this.end_with_error("upstream_cut", format!("upstream provider {provider:?} broke the response: {e}"))
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                this.ctx.completed = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    let provider = this.ctx.provider.as_deref().unwrap_or("").to_string();
+                    let total = this.deadline.is_some_and(|d| Instant::now() >= d);
+                    let (class, what) =
+                        if total { ("upstream_total_timeout", "total") } else { ("upstream_idle_timeout", "idle") };
+                    this.end_with_error(class, format!("upstream provider {provider:?} exceeded its {what} timeout"))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inject.is_none() && (self.ended || self.body.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.ended { SizeHint::with_exact(0) } else { self.body.size_hint() }
+    }
+}
+
+impl Drop for ProxyStream {
+    fn drop(&mut self) {
+        if let Some(s) = &self.sse {
+            self.ctx.usage = s.usage.clone();
+            if s.stream_error && self.ctx.error_class.is_none() {
+                self.ctx.error_class = Some("upstream_stream_error");
+            }
+        } else if let Some(t) = &self.tail
+            && self.ctx.completed
+        {
+            self.ctx.usage = t.finish();
+        }
+    }
+}
+
+use std::future::Future as _;

@@ -1,0 +1,253 @@
+//! Upstream side: one pooled keep-alive client per provider, its timeouts, static headers and
+//! concurrency limiter.
+
+use crate::error::GatewayError;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Per-provider timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// TCP (and TLS) connect timeout.
+    pub connect: Duration,
+    /// Time from sending the request to the response headers.
+    pub first_byte: Duration,
+    /// Longest gap between two body chunks; the stream ends when exceeded.
+    pub idle: Duration,
+    /// Optional cap on the whole exchange.
+    pub total: Option<Duration>,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(600),
+            idle: Duration::from_secs(300),
+            total: None,
+        }
+    }
+}
+
+/// Everything the gateway needs to forward to one provider (built from the registry, or by
+/// hand when embedding the gateway).
+#[derive(Debug, Clone)]
+pub struct UpstreamSpec {
+    /// Provider id (`x-boo-provider`).
+    pub provider: String,
+    /// Base URL without trailing `/`.
+    pub base_url: String,
+    /// Whether `base_url` already ends with the API version (`openai` kind): `/v1/x` is then
+    /// appended as `/x`.
+    pub base_includes_version: bool,
+    /// Optional sidecar base URL for this provider.
+    pub sidecar_url: Option<String>,
+    /// Extra headers sent upstream (e.g. `authorization: Bearer <api_key>`); values are treated as secrets.
+    pub headers: Vec<(String, String)>,
+    /// Whether the provider has its own API key (the client's `Authorization` is then never forwarded).
+    pub has_api_key: bool,
+    /// Timeouts.
+    pub timeouts: UpstreamTimeouts,
+    /// Max concurrent requests (None = unlimited).
+    pub max_concurrency: Option<u32>,
+}
+
+/// A parsed base URL: the string every request path is appended to.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    prefix: String,
+    strip_v1: bool,
+}
+
+impl Endpoint {
+    fn parse(provider: &str, url: &str, strip_v1: bool) -> Result<Self, GatewayError> {
+        let url = url.trim_end_matches('/');
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| GatewayError::Config(format!("provider {provider:?}: invalid base_url {url:?}: {e}")))?;
+        match uri.scheme_str() {
+            Some("http") | Some("https") => {}
+            _ => {
+                return Err(GatewayError::Config(format!(
+                    "provider {provider:?}: base_url {url:?} must start with http:// or https://"
+                )));
+            }
+        }
+        if uri.authority().is_none() {
+            return Err(GatewayError::Config(format!("provider {provider:?}: base_url {url:?} has no host")));
+        }
+        Ok(Self { strip_v1, prefix: url.to_string() })
+    }
+
+    /// Full upstream URI for a request path like `/v1/chat/completions` (plus optional query).
+    pub(crate) fn uri(&self, path: &str, query: Option<&str>) -> Result<http::Uri, http::Error> {
+        let path = if self.strip_v1 { path.strip_prefix("/v1").unwrap_or(path) } else { path };
+        let mut s = String::with_capacity(self.prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+        s.push_str(&self.prefix);
+        s.push_str(path);
+        if let Some(q) = query {
+            s.push('?');
+            s.push_str(q);
+        }
+        Ok(http::Uri::try_from(s)?)
+    }
+}
+
+/// Concurrency limiter with a bounded wait queue.
+#[derive(Debug)]
+struct Limiter {
+    sem: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    max_wait: Duration,
+}
+
+/// The HTTP client type used for every upstream.
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// One provider's upstream state (shared by all requests to it).
+#[derive(Debug)]
+pub struct Upstream {
+    pub(crate) provider: Arc<str>,
+    pub(crate) provider_header: HeaderValue,
+    pub(crate) client: HttpClient,
+    pub(crate) main: Endpoint,
+    pub(crate) sidecar: Option<Endpoint>,
+    pub(crate) headers: HeaderMap,
+    pub(crate) has_api_key: bool,
+    pub(crate) timeouts: UpstreamTimeouts,
+    limiter: Option<Limiter>,
+}
+
+/// Builds the pooled HTTP(S) client for one provider.
+pub(crate) fn build_client(connect_timeout: Duration) -> Result<HttpClient, GatewayError> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.enforce_http(false);
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
+        .map_err(|e| GatewayError::Config(format!("TLS setup failed: {e}")))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(https))
+}
+
+impl Upstream {
+    /// Builds the upstream state from its spec (parses URLs, renders headers, creates the pool).
+    pub fn new(spec: &UpstreamSpec) -> Result<Self, GatewayError> {
+        let main = Endpoint::parse(&spec.provider, &spec.base_url, spec.base_includes_version)?;
+        let sidecar = spec.sidecar_url.as_deref().map(|u| Endpoint::parse(&spec.provider, u, false)).transpose()?;
+        let mut headers = HeaderMap::new();
+        for (k, v) in &spec.headers {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                GatewayError::Config(format!("provider {:?}: invalid header name {k:?}", spec.provider))
+            })?;
+            let mut value = HeaderValue::from_str(v).map_err(|_| {
+                // Never echo the value: it is a secret.
+                GatewayError::Config(format!("provider {:?}: header {k:?} has an invalid value", spec.provider))
+            })?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let provider_header = HeaderValue::from_str(&spec.provider)
+            .map_err(|_| GatewayError::Config(format!("invalid provider id {:?}", spec.provider)))?;
+        let limiter = spec.max_concurrency.map(|n| Limiter {
+            sem: Arc::new(Semaphore::new(n.max(1) as usize)),
+            waiting: AtomicUsize::new(0),
+            max_waiting: (n.max(1) as usize) * 4,
+            max_wait: Duration::from_secs(30),
+        });
+        Ok(Self {
+            provider: spec.provider.as_str().into(),
+            provider_header,
+            client: build_client(spec.timeouts.connect)?,
+            main,
+            sidecar,
+            headers,
+            has_api_key: spec.has_api_key,
+            timeouts: spec.timeouts,
+            limiter,
+        })
+    }
+
+    /// Takes a concurrency slot: immediately when free, else waits in a bounded queue; a full
+    /// queue or an expired wait gives [`GatewayError::Overloaded`].
+    pub(crate) async fn acquire(&self) -> Result<Option<OwnedSemaphorePermit>, GatewayError> {
+        let Some(l) = &self.limiter else { return Ok(None) };
+        if let Ok(p) = l.sem.clone().try_acquire_owned() {
+            return Ok(Some(p));
+        }
+        let overloaded = || GatewayError::Overloaded { provider: self.provider.to_string(), retry_after_s: 1 };
+        if l.waiting.fetch_add(1, Ordering::AcqRel) >= l.max_waiting {
+            l.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(overloaded());
+        }
+        let r = tokio::time::timeout(l.max_wait, l.sem.clone().acquire_owned()).await;
+        l.waiting.fetch_sub(1, Ordering::AcqRel);
+        match r {
+            Ok(Ok(p)) => Ok(Some(p)),
+            _ => Err(overloaded()),
+        }
+    }
+
+    /// Sets the wait-queue bounds (tests and embedders).
+    pub fn set_queue(&mut self, max_waiting: usize, max_wait: Duration) {
+        if let Some(l) = &mut self.limiter {
+            l.max_waiting = max_waiting;
+            l.max_wait = max_wait;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_joins_paths() {
+        let e = Endpoint::parse("p", "http://127.0.0.1:8080/", false).unwrap();
+        assert_eq!(e.uri("/v1/chat/completions", None).unwrap().to_string(), "http://127.0.0.1:8080/v1/chat/completions");
+        let e = Endpoint::parse("p", "https://api.example.com/v1", true).unwrap();
+        assert_eq!(e.uri("/v1/embeddings", Some("a=1")).unwrap().to_string(), "https://api.example.com/v1/embeddings?a=1");
+        assert!(Endpoint::parse("p", "ftp://x", false).is_err());
+        assert!(Endpoint::parse("p", "not a url", false).is_err());
+    }
+
+    #[tokio::test]
+    async fn limiter_queues_then_rejects() {
+        let mut u = Upstream::new(&UpstreamSpec {
+            provider: "p".into(),
+            base_url: "http://127.0.0.1:1".into(),
+            base_includes_version: false,
+            sidecar_url: None,
+            headers: vec![("authorization".into(), "Bearer sk-secret".into())],
+            has_api_key: true,
+            timeouts: UpstreamTimeouts::default(),
+            max_concurrency: Some(1),
+        })
+        .unwrap();
+        u.set_queue(0, Duration::from_millis(10));
+        let held = u.acquire().await.unwrap();
+        assert!(held.is_some());
+        let err = u.acquire().await.unwrap_err();
+        assert!(matches!(err, GatewayError::Overloaded { .. }));
+        drop(held);
+        assert!(u.acquire().await.unwrap().is_some());
+        assert!(!format!("{:?}", u.headers).contains("sk-secret"));
+    }
+}
