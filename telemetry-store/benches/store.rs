@@ -1,1 +1,2 @@
+//! Telemetry-store benchmarks (placeholder, replaced below).
 fn main() {}

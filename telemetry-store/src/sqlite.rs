@@ -1,0 +1,771 @@
+//! SQLite adapter: the embedded default (`sqlite://boocontrol.db`).
+//!
+//! Timestamps are stored as INTEGER microseconds (UTC); JSON as TEXT.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use crate::error::Result;
+use crate::records::*;
+use crate::store::*;
+
+/// Rows per multi-VALUES statement (20 columns × 1000 stays under SQLite's 32766 bind limit).
+const CHUNK: usize = 1000;
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    retention_busy: Arc<tokio::sync::Mutex<()>>,
+}
+
+fn us(ts: DateTime<Utc>) -> i64 {
+    ts.timestamp_micros()
+}
+
+fn from_us(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(v).unwrap_or_default()
+}
+
+fn json_text(v: &serde_json::Value) -> String {
+    v.to_string()
+}
+
+fn parse_json(s: &str) -> Result<serde_json::Value> {
+    Ok(serde_json::from_str(s)?)
+}
+
+fn status_u16(v: Option<i64>) -> Option<u16> {
+    v.and_then(|s| u16::try_from(s).ok())
+}
+
+impl SqliteStore {
+    /// Open (creating the file if missing), switch to WAL and apply migrations.
+    pub async fn open(url: &str) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(false);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self {
+            pool,
+            retention_busy: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// The underlying pool (for ad-hoc queries in tools and tests).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+struct SqliteLock(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
+
+#[async_trait]
+impl RetentionLock for SqliteLock {
+    async fn release(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn feed_row(r: &sqlx::sqlite::SqliteRow) -> Result<FeedRow> {
+    let origin: String = r.try_get("origin")?;
+    Ok(FeedRow {
+        origin: if origin == "host" {
+            FeedOrigin::Host
+        } else {
+            FeedOrigin::Gateway
+        },
+        id: r.try_get("id")?,
+        ts: from_us(r.try_get("ts")?),
+        provider_id: r.try_get("provider_id")?,
+        model: r.try_get("model")?,
+        source: r.try_get("source")?,
+        path: r.try_get("path")?,
+        status: status_u16(r.try_get("status")?),
+        duration_ms: r.try_get("duration_ms")?,
+        prompt_tokens: r.try_get("prompt_tokens")?,
+        cached_tokens: r.try_get("cached_tokens")?,
+        completion_tokens: r.try_get("completion_tokens")?,
+        gen_tps: r.try_get("gen_tps")?,
+        error_class: r.try_get("error_class")?,
+    })
+}
+
+/// Push the keyset condition for one feed branch whose rows all have origin `origin`.
+fn push_cursor(
+    qb: &mut QueryBuilder<'_, Sqlite>,
+    origin: FeedOrigin,
+    id_expr: &str,
+    c: &FeedCursor,
+) {
+    let o = origin.as_str();
+    let co = c.origin.as_str();
+    if o < co {
+        qb.push(" AND ts <= ").push_bind(us(c.ts));
+    } else if o > co {
+        qb.push(" AND ts < ").push_bind(us(c.ts));
+    } else {
+        qb.push(" AND (ts < ")
+            .push_bind(us(c.ts))
+            .push(" OR (ts = ")
+            .push_bind(us(c.ts))
+            .push(format!(" AND {id_expr} < "))
+            .push_bind(c.id.clone())
+            .push("))");
+    }
+}
+
+fn capture_row(r: &sqlx::sqlite::SqliteRow) -> Result<Capture> {
+    Ok(Capture {
+        id: r.try_get("id")?,
+        request_id: r.try_get("request_id")?,
+        provider_id: r.try_get("provider_id")?,
+        ts: from_us(r.try_get("ts")?),
+        body: r.try_get("body")?,
+        original_bytes: r.try_get("original_bytes")?,
+        truncated: r.try_get("truncated")?,
+    })
+}
+
+fn rollup_row(r: &sqlx::sqlite::SqliteRow) -> Result<PerfRollup> {
+    Ok(PerfRollup {
+        provider_id: r.try_get("provider_id")?,
+        bucket: from_us(r.try_get("bucket")?),
+        samples: r.try_get("samples")?,
+        gpu_agg: parse_json(&r.try_get::<String, _>("gpu_agg")?)?,
+        sys_agg: parse_json(&r.try_get::<String, _>("sys_agg")?)?,
+    })
+}
+
+fn perf_row(r: &sqlx::sqlite::SqliteRow) -> Result<PerfSample> {
+    Ok(PerfSample {
+        provider_id: r.try_get("provider_id")?,
+        ts: from_us(r.try_get("ts")?),
+        gpu: parse_json(&r.try_get::<String, _>("gpu")?)?,
+        sys: parse_json(&r.try_get::<String, _>("sys")?)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn insert_requests(&self, rows: &[RequestRecord]) -> Result<u64> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for chunk in rows.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO requests (request_id, ts, provider_id, model, wire_model, source, path, \
+                 status, error_class, ttft_ms, duration_ms, prompt_tokens, cached_tokens, \
+                 completion_tokens, prompt_tps, gen_tps, bytes_in, bytes_out, stream, route) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.request_id)
+                    .push_bind(us(r.ts))
+                    .push_bind(&r.provider_id)
+                    .push_bind(&r.model)
+                    .push_bind(&r.wire_model)
+                    .push_bind(&r.source)
+                    .push_bind(&r.path)
+                    .push_bind(i64::from(r.status))
+                    .push_bind(&r.error_class)
+                    .push_bind(r.ttft_ms)
+                    .push_bind(r.duration_ms)
+                    .push_bind(r.prompt_tokens)
+                    .push_bind(r.cached_tokens)
+                    .push_bind(r.completion_tokens)
+                    .push_bind(r.prompt_tps)
+                    .push_bind(r.gen_tps)
+                    .push_bind(r.bytes_in)
+                    .push_bind(r.bytes_out)
+                    .push_bind(r.stream)
+                    .push_bind(r.route.as_ref().map(json_text));
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            n += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn insert_activity(&self, rows: &[HostActivity]) -> Result<u64> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for chunk in rows.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO host_activity (provider_id, upstream_id, ts, model, path, status, \
+                 duration_ms, prompt_tokens, cached_tokens, completion_tokens, prompt_tps, gen_tps, \
+                 has_capture) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.provider_id)
+                    .push_bind(r.upstream_id)
+                    .push_bind(us(r.ts))
+                    .push_bind(&r.model)
+                    .push_bind(&r.path)
+                    .push_bind(r.status.map(i64::from))
+                    .push_bind(r.duration_ms)
+                    .push_bind(r.prompt_tokens)
+                    .push_bind(r.cached_tokens)
+                    .push_bind(r.completion_tokens)
+                    .push_bind(r.prompt_tps)
+                    .push_bind(r.gen_tps)
+                    .push_bind(r.has_capture);
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            n += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn insert_perf(&self, rows: &[PerfSample]) -> Result<u64> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for chunk in rows.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO perf_samples (provider_id, ts, gpu, sys) ");
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.provider_id)
+                    .push_bind(us(r.ts))
+                    .push_bind(json_text(&r.gpu))
+                    .push_bind(json_text(&r.sys));
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            n += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn insert_model_events(&self, rows: &[ModelEvent]) -> Result<u64> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for chunk in rows.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO model_events (provider_id, model, state, ts, detail) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.provider_id)
+                    .push_bind(&r.model)
+                    .push_bind(&r.state)
+                    .push_bind(us(r.ts))
+                    .push_bind(r.detail.as_ref().map(json_text));
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            n += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn upsert_host(&self, h: &HostRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO hosts (provider_id, os, gpu_label, enabled) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (provider_id) DO UPDATE SET os = excluded.os, \
+             gpu_label = excluded.gpu_label, enabled = excluded.enabled",
+        )
+        .bind(&h.provider_id)
+        .bind(&h.os)
+        .bind(&h.gpu_label)
+        .bind(h.enabled)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn hosts(&self) -> Result<Vec<HostRow>> {
+        let rows = sqlx::query("SELECT provider_id, os, gpu_label, enabled FROM hosts ORDER BY provider_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HostRow {
+                    provider_id: r.try_get("provider_id")?,
+                    os: r.try_get("os")?,
+                    gpu_label: r.try_get("gpu_label")?,
+                    enabled: r.try_get("enabled")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<serde_json::Value>> {
+        let v: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        v.map(|s| parse_json(&s)).transpose()
+    }
+
+    async fn settings(&self) -> Result<BTreeMap<String, serde_json::Value>> {
+        let rows = sqlx::query("SELECT key, value FROM settings ORDER BY key")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("key")?, parse_json(&r.try_get::<String, _>("value")?)?)))
+            .collect()
+    }
+
+    async fn patch_settings(&self, patch: &BTreeMap<String, serde_json::Value>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let now = us(Utc::now());
+        for (k, v) in patch {
+            if v.is_null() {
+                sqlx::query("DELETE FROM settings WHERE key = ?")
+                    .bind(k)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query(
+                    "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                )
+                .bind(k)
+                .bind(json_text(v))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_capture(&self, c: &NewCapture, row_cap_bytes: usize) -> Result<i64> {
+        let (body, truncated) = trim_capture(&c.body, row_cap_bytes);
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO captures (request_id, provider_id, ts, body, size_bytes, original_bytes, truncated) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&c.request_id)
+        .bind(&c.provider_id)
+        .bind(us(c.ts))
+        .bind(body)
+        .bind(body.len() as i64)
+        .bind(c.body.len() as i64)
+        .bind(truncated)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn capture(&self, id: i64) -> Result<Option<Capture>> {
+        let r = sqlx::query("SELECT * FROM captures WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(capture_row).transpose()
+    }
+
+    async fn captures_for_request(&self, request_id: &str) -> Result<Vec<Capture>> {
+        let rows = sqlx::query("SELECT * FROM captures WHERE request_id = ? ORDER BY ts, id")
+            .bind(request_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(capture_row).collect()
+    }
+
+    async fn feed(
+        &self,
+        filter: &FeedFilter,
+        cursor: Option<&FeedCursor>,
+        limit: u32,
+    ) -> Result<FeedPage> {
+        let limit = clamp_limit(limit);
+        let want_gateway = filter.origin != Some(FeedOrigin::Host);
+        // Host rows carry no source, so a source filter excludes them.
+        let want_host = filter.origin != Some(FeedOrigin::Gateway) && filter.source.is_none();
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM (");
+        let mut branches = 0;
+        if want_gateway {
+            qb.push(
+                "SELECT * FROM (SELECT 'gateway' AS origin, request_id AS id, ts, provider_id, model, \
+                 source, path, status, duration_ms, prompt_tokens, cached_tokens, completion_tokens, \
+                 gen_tps, error_class FROM requests WHERE 1=1",
+            );
+            if let Some(p) = &filter.provider_id {
+                qb.push(" AND provider_id = ").push_bind(p.clone());
+            }
+            if let Some(m) = &filter.model {
+                qb.push(" AND model = ").push_bind(m.clone());
+            }
+            if let Some(s) = &filter.source {
+                qb.push(" AND source = ").push_bind(s.clone());
+            }
+            if let Some(s) = filter.status {
+                qb.push(" AND status = ").push_bind(i64::from(s));
+            }
+            if let Some(c) = cursor {
+                push_cursor(&mut qb, FeedOrigin::Gateway, "request_id", c);
+            }
+            qb.push(" ORDER BY ts DESC, request_id DESC LIMIT ")
+                .push_bind(limit)
+                .push(")");
+            branches += 1;
+        }
+        if want_host {
+            if branches > 0 {
+                qb.push(" UNION ALL ");
+            }
+            qb.push(
+                "SELECT * FROM (SELECT 'host' AS origin, provider_id || ':' || upstream_id AS id, ts, \
+                 provider_id, model, NULL AS source, path, status, duration_ms, prompt_tokens, \
+                 cached_tokens, completion_tokens, gen_tps, NULL AS error_class FROM host_activity WHERE 1=1",
+            );
+            if let Some(p) = &filter.provider_id {
+                qb.push(" AND provider_id = ").push_bind(p.clone());
+            }
+            if let Some(m) = &filter.model {
+                qb.push(" AND model = ").push_bind(m.clone());
+            }
+            if let Some(s) = filter.status {
+                qb.push(" AND status = ").push_bind(i64::from(s));
+            }
+            if let Some(c) = cursor {
+                push_cursor(&mut qb, FeedOrigin::Host, "(provider_id || ':' || upstream_id)", c);
+            }
+            qb.push(" ORDER BY ts DESC, id DESC LIMIT ")
+                .push_bind(limit)
+                .push(")");
+            branches += 1;
+        }
+        if branches == 0 {
+            return Ok(FeedPage {
+                rows: Vec::new(),
+                next: None,
+            });
+        }
+        qb.push(") ORDER BY ts DESC, origin DESC, id DESC LIMIT ")
+            .push_bind(limit);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows: Vec<FeedRow> = rows.iter().map(feed_row).collect::<Result<_>>()?;
+        Ok(page(rows, limit))
+    }
+
+    async fn usage(
+        &self,
+        group: UsageGroup,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<UsageRow>> {
+        let col = match group {
+            UsageGroup::Source => "source",
+            UsageGroup::Model => "model",
+            UsageGroup::Provider => "provider_id",
+        };
+        let sql = format!(
+            "SELECT {col} AS key, COUNT(*) AS requests, \
+             COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, \
+             COALESCE(SUM(cached_tokens), 0) AS cached_tokens, \
+             COALESCE(SUM(completion_tokens), 0) AS completion_tokens \
+             FROM requests WHERE ts >= ? AND ts < ? GROUP BY {col} \
+             ORDER BY (COALESCE(SUM(prompt_tokens), 0) + COALESCE(SUM(completion_tokens), 0)) DESC, requests DESC, key"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(us(from))
+            .bind(us(to))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageRow {
+                    key: r.try_get("key")?,
+                    requests: r.try_get("requests")?,
+                    prompt_tokens: r.try_get("prompt_tokens")?,
+                    cached_tokens: r.try_get("cached_tokens")?,
+                    completion_tokens: r.try_get("completion_tokens")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn latest_model_states(&self) -> Result<Vec<ModelState>> {
+        // SQLite returns the bare columns of the row holding MAX(ts).
+        let rows = sqlx::query(
+            "SELECT provider_id, model, state, MAX(ts) AS ts FROM model_events \
+             GROUP BY provider_id, model ORDER BY provider_id, model",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ModelState {
+                    provider_id: r.try_get("provider_id")?,
+                    model: r.try_get("model")?,
+                    state: r.try_get("state")?,
+                    ts: from_us(r.try_get("ts")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn last_activity(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let rows = sqlx::query(
+            "SELECT provider_id, MAX(ts) AS ts FROM ( \
+               SELECT provider_id, MAX(ts) AS ts FROM requests GROUP BY provider_id \
+               UNION ALL SELECT provider_id, MAX(ts) AS ts FROM host_activity GROUP BY provider_id) \
+             GROUP BY provider_id ORDER BY provider_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("provider_id")?, from_us(r.try_get("ts")?))))
+            .collect()
+    }
+
+    async fn latest_perf(&self) -> Result<Vec<PerfSample>> {
+        let rows = sqlx::query(
+            "SELECT p.provider_id, p.ts, p.gpu, p.sys FROM perf_samples p \
+             JOIN (SELECT provider_id, MAX(ts) AS ts FROM perf_samples GROUP BY provider_id) m \
+               ON p.provider_id = m.provider_id AND p.ts = m.ts ORDER BY p.provider_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(perf_row).collect()
+    }
+
+    async fn perf_watermarks(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let rows = sqlx::query(
+            "SELECT provider_id, MAX(ts) AS ts FROM perf_samples GROUP BY provider_id ORDER BY provider_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("provider_id")?, from_us(r.try_get("ts")?))))
+            .collect()
+    }
+
+    async fn perf_watermark(&self, provider_id: &str) -> Result<Option<DateTime<Utc>>> {
+        let v: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(ts) FROM perf_samples WHERE provider_id = ?")
+                .bind(provider_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(v.map(from_us))
+    }
+
+    async fn retention_state(&self) -> Result<RetentionState> {
+        let pairs = |sql: &'static str| async move {
+            let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get("provider_id")?, from_us(r.try_get("ts")?))))
+                .collect::<Result<Vec<(String, DateTime<Utc>)>>>()
+        };
+        let oldest_perf = pairs(
+            "SELECT provider_id, MIN(ts) AS ts FROM perf_samples GROUP BY provider_id ORDER BY provider_id",
+        )
+        .await?;
+        let newest_rollup = pairs(
+            "SELECT provider_id, MAX(bucket) AS ts FROM perf_rollup_5m GROUP BY provider_id ORDER BY provider_id",
+        )
+        .await?;
+        let oldest_request: Option<i64> = sqlx::query_scalar("SELECT MIN(ts) FROM requests")
+            .fetch_one(&self.pool)
+            .await?;
+        let oldest_activity: Option<i64> = sqlx::query_scalar("SELECT MIN(ts) FROM host_activity")
+            .fetch_one(&self.pool)
+            .await?;
+        let capture_bytes: i64 =
+            sqlx::query_scalar("SELECT COALESCE(SUM(size_bytes), 0) FROM captures")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(RetentionState {
+            oldest_perf,
+            newest_rollup,
+            oldest_request: oldest_request.map(from_us),
+            oldest_activity: oldest_activity.map(from_us),
+            capture_bytes,
+        })
+    }
+
+    async fn perf_samples(
+        &self,
+        provider_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<PerfSample>> {
+        let rows = sqlx::query(
+            "SELECT provider_id, ts, gpu, sys FROM perf_samples \
+             WHERE provider_id = ? AND ts >= ? AND ts < ? ORDER BY ts",
+        )
+        .bind(provider_id)
+        .bind(us(from))
+        .bind(us(to))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(perf_row).collect()
+    }
+
+    async fn upsert_rollups(&self, rows: &[PerfRollup]) -> Result<u64> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for chunk in rows.chunks(CHUNK) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO perf_rollup_5m (provider_id, bucket, samples, gpu_agg, sys_agg) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.provider_id)
+                    .push_bind(us(r.bucket))
+                    .push_bind(r.samples)
+                    .push_bind(json_text(&r.gpu_agg))
+                    .push_bind(json_text(&r.sys_agg));
+            });
+            qb.push(
+                " ON CONFLICT (provider_id, bucket) DO UPDATE SET samples = excluded.samples, \
+                 gpu_agg = excluded.gpu_agg, sys_agg = excluded.sys_agg",
+            );
+            n += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn rollups(
+        &self,
+        provider_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<PerfRollup>> {
+        let rows = sqlx::query(
+            "SELECT * FROM perf_rollup_5m WHERE provider_id = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
+        )
+        .bind(provider_id)
+        .bind(us(from))
+        .bind(us(to))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rollup_row).collect()
+    }
+
+    async fn delete_rolled_up_perf(
+        &self,
+        provider_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "DELETE FROM perf_samples WHERE provider_id = ?1 AND ts >= ?2 AND ts < ?3 \
+             AND EXISTS (SELECT 1 FROM perf_rollup_5m r WHERE r.provider_id = ?1 \
+                         AND r.bucket = perf_samples.ts - (perf_samples.ts % 300000000))",
+        )
+        .bind(provider_id)
+        .bind(us(from))
+        .bind(us(to))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn delete_requests(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM requests WHERE ts >= ? AND ts < ?")
+            .bind(us(from))
+            .bind(us(to))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn delete_activity(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM host_activity WHERE ts >= ? AND ts < ?")
+            .bind(us(from))
+            .bind(us(to))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn prune_captures(&self, budget_bytes: i64) -> Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM captures WHERE id IN (SELECT id FROM ( \
+               SELECT id, SUM(size_bytes) OVER (ORDER BY ts DESC, id DESC) AS running FROM captures) \
+             WHERE running > ?)",
+        )
+        .bind(budget_bytes)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    async fn try_retention_lock(&self) -> Result<Option<Box<dyn RetentionLock>>> {
+        Ok(self
+            .retention_busy
+            .clone()
+            .try_lock_owned()
+            .ok()
+            .map(|g| Box::new(SqliteLock(g)) as Box<dyn RetentionLock>))
+    }
+
+    async fn record_retention_run(
+        &self,
+        started: DateTime<Utc>,
+        finished: DateTime<Utc>,
+        summary: &str,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO retention_runs (started_at, finished_at, summary) VALUES (?, ?, ?)")
+            .bind(us(started))
+            .bind(us(finished))
+            .bind(summary)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn last_retention_run(&self) -> Result<Option<DateTime<Utc>>> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(started_at) FROM retention_runs")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v.map(from_us))
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Build a page and its next cursor from up to `limit` rows.
+pub(crate) fn page(rows: Vec<FeedRow>, limit: i64) -> FeedPage {
+    let next = if rows.len() as i64 >= limit {
+        rows.last().map(|r| FeedCursor {
+            ts: r.ts,
+            origin: r.origin,
+            id: r.id.clone(),
+        })
+    } else {
+        None
+    };
+    FeedPage { rows, next }
+}
