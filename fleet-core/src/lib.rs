@@ -20,6 +20,7 @@
 //! * [`ActionQueue`]: per-host FIFO of warm / unload / unload-all with the 429 / 503 / 409 rules.
 //! * [`HostAccess`] and [`InMemoryHostAccess`]: host leases for benches.
 //! * [`Lane`] / [`Lanes`]: local hosts serial, cloud parallel within a budget.
+//! * [`logs::LogTail`]: the last 2,000 log lines per host, rebuilt from `logData` chunks.
 //!
 //! Not here: connectors, persistence, HTTP handlers, rendering.
 //!
@@ -77,6 +78,7 @@ pub mod fleet;
 pub mod lane;
 pub mod lease;
 pub mod liveness;
+pub mod logs;
 pub mod model;
 pub mod reconcile;
 pub mod time;

@@ -46,8 +46,12 @@ pub enum LivenessInput {
     Connected,
     /// Data arrived from the host (an SSE message, a poll answer).
     Event,
-    /// A connect, read, poll or probe failed (timeout, refused, bad status, stream ended).
+    /// A connect, read or poll failed (timeout, refused, bad status, stream ended).
     Error,
+    /// A half-open probe succeeded (same effect as `Connected`).
+    ProbeSucceeded,
+    /// A half-open probe failed (same effect as `Error`: the host stays `down`).
+    ProbeFailed,
 }
 
 /// What the connector should do next.
@@ -160,8 +164,8 @@ impl Liveness {
 
     /// Feeds one observation; returns the transition and the next step.
     ///
-    /// * `Connected` / `Event`: state `connected`, failures reset, `last_seen_at = now_ms`.
-    /// * `Error`: failures + 1; below `policy.breaker_threshold` → `reconnecting` with a retry at
+    /// * `Connected` / `Event` / `ProbeSucceeded`: state `connected`, failures reset, `last_seen_at = now_ms`.
+    /// * `Error` / `ProbeFailed`: failures + 1; below `policy.breaker_threshold` → `reconnecting` with a retry at
     ///   `now_ms + policy.delay_ms(failures, jitter)`; at or above it → `down` with a probe at
     ///   `now_ms + policy.probe_interval_ms` (a failed probe keeps the host `down`).
     pub fn step(
@@ -173,14 +177,14 @@ impl Liveness {
     ) -> Step {
         let from = self.state;
         let next = match input {
-            LivenessInput::Connected | LivenessInput::Event => {
+            LivenessInput::Connected | LivenessInput::Event | LivenessInput::ProbeSucceeded => {
                 self.state = LivenessState::Connected;
                 self.failures = 0;
                 self.last_seen_at = Some(self.last_seen_at.map_or(now_ms, |t| t.max(now_ms)));
                 self.next = None;
                 NextStep::Continue
             }
-            LivenessInput::Error => {
+            LivenessInput::Error | LivenessInput::ProbeFailed => {
                 self.failures = self.failures.saturating_add(1);
                 if policy.breaker_open(self.failures) {
                     self.state = LivenessState::Down;

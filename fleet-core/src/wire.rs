@@ -7,7 +7,8 @@
 //! * [`parse_activity_entry`] / [`parse_activity_list`]: activity rows of every generation (flat
 //!   ≤v208, nested `tokens` v209+, sentinel `-1` = unknown), from `/api/metrics` (array) or
 //!   `/api/metrics/activity` (page object).
-//! * [`parse_running`], [`parse_version`], [`parse_performance`].
+//! * [`parse_running`], [`parse_version`], [`parse_performance`]; llama-server
+//!   [`parse_server_props`] and [`parse_slots`].
 //!
 //! Unknown fields are ignored everywhere; missing optional fields become `None`.
 
@@ -936,6 +937,107 @@ pub fn parse_performance(json: &str) -> Result<Performance, Error> {
         ));
     }
     Ok(Performance { gpu, sys })
+}
+
+// ---------------------------------------------------------------------------------------------
+// llama-server `/props` and `/slots`
+
+/// What a bare llama-server reports in `GET /props` (fields vary by build; all optional).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerProps {
+    /// `--alias`, if set.
+    pub model_alias: Option<String>,
+    /// The model file.
+    pub model_path: Option<String>,
+    /// Context per slot (`default_generation_settings.n_ctx`).
+    pub n_ctx: Option<u64>,
+    /// Number of slots (`--parallel`).
+    pub total_slots: Option<u64>,
+    /// Build string, e.g. `b6500-abc123`.
+    pub build_info: Option<String>,
+}
+
+impl ServerProps {
+    /// The id this server's model goes by: the alias, else the file name without `.gguf`.
+    pub fn model_id(&self) -> Option<String> {
+        if let Some(a) = self.model_alias.as_ref().filter(|a| !a.is_empty()) {
+            return Some(a.clone());
+        }
+        let path = self.model_path.as_deref()?;
+        let file = path.rsplit(['/', '\\']).next().unwrap_or(path);
+        let id = file.strip_suffix(".gguf").unwrap_or(file);
+        (!id.is_empty()).then(|| id.to_owned())
+    }
+}
+
+/// Parses llama-server `GET /props`.
+///
+/// # Errors
+/// [`Error::Wire`] when the body is not a JSON object or a known field has the wrong type.
+///
+/// # Example
+/// ```
+/// use boo_fleet_core::wire::parse_server_props;
+/// let p = parse_server_props(r#"{"default_generation_settings":{"n_ctx":8192},"total_slots":4,
+///   "model_alias":"","model_path":"/models/qwen3-8b-q4.gguf","build_info":"b6500-abc"}"#).unwrap();
+/// assert_eq!((p.n_ctx, p.model_id().as_deref()), (Some(8192), Some("qwen3-8b-q4")));
+/// ```
+pub fn parse_server_props(json: &str) -> Result<ServerProps, Error> {
+    const W: &str = "props";
+    let v = parse_json(json, W)?;
+    let m = obj(&v, W, "$")?;
+    let n_ctx = match m.get("default_generation_settings") {
+        Some(d @ Value::Object(_)) => {
+            opt_count(obj(d, W, "default_generation_settings")?, "n_ctx", W)?
+        }
+        _ => None,
+    };
+    Ok(ServerProps {
+        model_alias: opt_str(m, "model_alias", W)?,
+        model_path: opt_str(m, "model_path", W)?,
+        n_ctx,
+        total_slots: opt_count(m, "total_slots", W)?,
+        build_info: opt_str(m, "build_info", W)?,
+    })
+}
+
+/// Slot usage of a llama-server (`GET /slots`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotsSummary {
+    /// Slots reported.
+    pub total: u32,
+    /// Slots with `is_processing: true` (requests in flight).
+    pub busy: u32,
+}
+
+/// Parses llama-server `GET /slots` (an array of slot objects).
+///
+/// # Errors
+/// [`Error::Wire`] when the body is not a JSON array of objects.
+pub fn parse_slots(json: &str) -> Result<SlotsSummary, Error> {
+    const W: &str = "slots";
+    let v = parse_json(json, W)?;
+    let Value::Array(items) = &v else {
+        return Err(Error::wire(
+            W,
+            "$",
+            format!("expected an array, got {}", kind(&v)),
+        ));
+    };
+    let mut busy = 0u32;
+    for (i, it) in items.iter().enumerate() {
+        let m = obj(it, W, &format!("[{i}]"))?;
+        if m.get("is_processing")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+        {
+            busy += 1;
+        }
+    }
+    Ok(SlotsSummary {
+        total: u32::try_from(items.len()).unwrap_or(u32::MAX),
+        busy,
+    })
 }
 
 #[cfg(test)]

@@ -390,3 +390,39 @@ fn performance_null_gpu_stats_and_disabled() {
     let err = parse_performance(r#"{"gpu_stats":[{"id":0}]}"#).unwrap_err();
     assert!(err.to_string().contains("gpu_stats[0].timestamp"), "{err}");
 }
+
+// ----- llama-server -----
+
+#[test]
+fn server_props_current_and_sparse_builds() {
+    let p = parse_server_props(
+        r#"{"default_generation_settings":{"n_ctx":32768,"params":{"temperature":0.8}},"total_slots":4,
+            "model_alias":"qwen","model_path":"/models/q.gguf","modalities":{"vision":false},
+            "endpoint_slots":true,"chat_template":"...","build_info":"b6500-abc123","is_sleeping":false}"#,
+    )
+    .unwrap();
+    assert_eq!((p.n_ctx, p.total_slots), (Some(32768), Some(4)));
+    assert_eq!(p.model_id().as_deref(), Some("qwen"));
+    let sparse = parse_server_props(r#"{"model_path":"C:\\models\\llama-3.gguf"}"#).unwrap();
+    assert_eq!(
+        (sparse.n_ctx, sparse.model_id().as_deref()),
+        (None, Some("llama-3"))
+    );
+    assert!(
+        parse_server_props(r#"{"total_slots":"four"}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("total_slots")
+    );
+}
+
+#[test]
+fn slots_count_busy_ones() {
+    let s = parse_slots(
+        r#"[{"id":0,"id_task":5,"n_ctx":8192,"speculative":false,"is_processing":true,"params":{},"next_token":{"n_decoded":3}},
+            {"id":1,"id_task":-1,"n_ctx":8192,"speculative":false,"is_processing":false}]"#,
+    )
+    .unwrap();
+    assert_eq!(s, SlotsSummary { total: 2, busy: 1 });
+    assert!(parse_slots(r#"{"error":{"code":501,"message":"This server does not support slots endpoint.","type":"not_supported_error"}}"#).is_err());
+}

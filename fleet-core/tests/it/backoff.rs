@@ -55,7 +55,7 @@ proptest! {
     /// Any sequence of inputs: the machine matches a reference model (failure counter, state,
     /// next step) and the breaker opens exactly when the counter reaches the threshold.
     #[test]
-    fn liveness_matches_reference(p in policy(), inputs in prop::collection::vec(0u8..3, 0..80), seed in any::<u64>()) {
+    fn liveness_matches_reference(p in policy(), inputs in prop::collection::vec(0u8..5, 0..80), seed in any::<u64>()) {
         let mut rng = SplitMix64::new(seed);
         let mut l = Liveness::new();
         let mut failures = 0u32;
@@ -65,16 +65,22 @@ proptest! {
             now += 777;
             let j = rng.next_unit();
             prop_assert!((0.0..1.0).contains(&j));
-            let input = [LivenessInput::Connected, LivenessInput::Event, LivenessInput::Error][i as usize];
+            let input = [
+                LivenessInput::Connected,
+                LivenessInput::Event,
+                LivenessInput::Error,
+                LivenessInput::ProbeSucceeded,
+                LivenessInput::ProbeFailed,
+            ][i as usize];
             let step = l.step(input, now, &p, j);
             match input {
-                LivenessInput::Connected | LivenessInput::Event => {
+                LivenessInput::Connected | LivenessInput::Event | LivenessInput::ProbeSucceeded => {
                     failures = 0;
                     last_seen = Some(now);
                     prop_assert_eq!(step.to, LivenessState::Connected);
                     prop_assert_eq!(step.next, NextStep::Continue);
                 }
-                LivenessInput::Error => {
+                LivenessInput::Error | LivenessInput::ProbeFailed => {
                     failures += 1;
                     if failures >= p.breaker_threshold {
                         prop_assert_eq!(step.to, LivenessState::Down);
@@ -105,13 +111,13 @@ fn breaker_opens_after_exactly_six_failures_and_probe_recovers() {
     assert_eq!(states[..5], [LivenessState::Reconnecting; 5]);
     assert_eq!(states[5], LivenessState::Down);
     // Failed half-open probe: stays down, next probe 60 s later.
-    let s = l.step(LivenessInput::Error, 100_000, &p, 0.5);
+    let s = l.step(LivenessInput::ProbeFailed, 100_000, &p, 0.5);
     assert_eq!(
         (s.to, s.next),
         (LivenessState::Down, NextStep::ProbeAt(160_000))
     );
     // Successful probe: the host recovers by itself.
-    let s = l.step(LivenessInput::Connected, 160_000, &p, 0.5);
+    let s = l.step(LivenessInput::ProbeSucceeded, 160_000, &p, 0.5);
     assert!(s.changed());
     assert_eq!(
         (s.to, l.failures(), l.last_seen_at()),

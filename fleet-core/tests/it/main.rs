@@ -1,5 +1,6 @@
 //! Integration and property tests for boo-fleet-core.
 
 mod backoff;
+mod purity;
 mod queue;
 mod view;
