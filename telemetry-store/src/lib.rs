@@ -66,7 +66,9 @@ pub mod sqlite;
 
 pub use error::{Result, StoreError};
 pub use records::*;
-pub use retention::{RetentionOutcome, RetentionPlan, RetentionPolicy, run_retention, spawn_retention};
+pub use retention::{
+    RetentionOutcome, RetentionPlan, RetentionPolicy, run_retention, spawn_retention,
+};
 pub use store::{
     Backend, CAPTURE_ROW_CAP_BYTES, DEFAULT_STORE_URL, FAVORITES_KEY, RetentionLock,
     RetentionState, Store, bucket_5m, open,

@@ -345,9 +345,11 @@ impl Store for PgStore {
     }
 
     async fn hosts(&self) -> Result<Vec<HostRow>> {
-        let rows = sqlx::query("SELECT provider_id, os, gpu_label, enabled FROM hosts ORDER BY provider_id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT provider_id, os, gpu_label, enabled FROM hosts ORDER BY provider_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(HostRow {
@@ -361,10 +363,12 @@ impl Store for PgStore {
     }
 
     async fn setting(&self, key: &str) -> Result<Option<serde_json::Value>> {
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn settings(&self) -> Result<BTreeMap<String, serde_json::Value>> {
@@ -733,21 +737,25 @@ impl Store for PgStore {
     }
 
     async fn delete_requests(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<u64> {
-        Ok(sqlx::query("DELETE FROM requests WHERE ts >= $1 AND ts < $2")
-            .bind(from)
-            .bind(to)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(
+            sqlx::query("DELETE FROM requests WHERE ts >= $1 AND ts < $2")
+                .bind(from)
+                .bind(to)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 
     async fn delete_activity(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<u64> {
-        Ok(sqlx::query("DELETE FROM host_activity WHERE ts >= $1 AND ts < $2")
-            .bind(from)
-            .bind(to)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(
+            sqlx::query("DELETE FROM host_activity WHERE ts >= $1 AND ts < $2")
+                .bind(from)
+                .bind(to)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 
     async fn prune_captures(&self, budget_bytes: i64) -> Result<u64> {
@@ -778,19 +786,23 @@ impl Store for PgStore {
         finished: DateTime<Utc>,
         summary: &str,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO retention_runs (started_at, finished_at, summary) VALUES ($1, $2, $3)")
-            .bind(started)
-            .bind(finished)
-            .bind(summary)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO retention_runs (started_at, finished_at, summary) VALUES ($1, $2, $3)",
+        )
+        .bind(started)
+        .bind(finished)
+        .bind(summary)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     async fn last_retention_run(&self) -> Result<Option<DateTime<Utc>>> {
-        Ok(sqlx::query_scalar("SELECT MAX(started_at) FROM retention_runs")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT MAX(started_at) FROM retention_runs")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn close(&self) {

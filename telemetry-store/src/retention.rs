@@ -64,10 +64,14 @@ fn parse_num(get: &dyn Fn(&str) -> Option<String>, name: &'static str) -> Result
     match get(name) {
         None => Ok(None),
         Some(v) if v.trim().is_empty() => Ok(None),
-        Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| StoreError::Invalid {
-            field: name,
-            problem: format!("expected a non-negative integer, got {v:?}"),
-        }),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| StoreError::Invalid {
+                field: name,
+                problem: format!("expected a non-negative integer, got {v:?}"),
+            }),
     }
 }
 
@@ -79,10 +83,12 @@ impl RetentionPolicy {
     pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
         let mut p = Self::default();
         if let Some(mb) = parse_num(get, "CAPTURE_BUDGET_MB")? {
-            p.capture_budget_bytes = i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
+            p.capture_budget_bytes =
+                i64::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
         }
         if let Some(kb) = parse_num(get, "CAPTURE_ROW_CAP_KB")? {
-            p.capture_row_cap_bytes = usize::try_from(kb.saturating_mul(1024)).unwrap_or(usize::MAX);
+            p.capture_row_cap_bytes =
+                usize::try_from(kb.saturating_mul(1024)).unwrap_or(usize::MAX);
         }
         if let Some(d) = parse_num(get, "RETENTION_PERF_RAW_DAYS")? {
             p.perf_raw_keep = DAY * u32::try_from(d).unwrap_or(u32::MAX);
@@ -388,7 +394,10 @@ pub fn compute_rollups(samples: &[PerfSample]) -> Vec<PerfRollup> {
     for s in samples {
         let b = s.ts.timestamp_micros();
         let b = b - b.rem_euclid(FIVE_MIN_US);
-        groups.entry((s.provider_id.clone(), b)).or_default().push(s);
+        groups
+            .entry((s.provider_id.clone(), b))
+            .or_default()
+            .push(s);
     }
     groups
         .into_iter()
@@ -503,7 +512,9 @@ impl fmt::Display for RetentionOutcome {
         match self {
             RetentionOutcome::DryRun(p) => write!(f, "dry run (nothing changed)\n{p}"),
             RetentionOutcome::Ran { plan, report } => write!(f, "{plan}done: {report}"),
-            RetentionOutcome::Locked => write!(f, "retention is already running elsewhere; skipped"),
+            RetentionOutcome::Locked => {
+                write!(f, "retention is already running elsewhere; skipped")
+            }
         }
     }
 }
@@ -543,7 +554,10 @@ pub async fn run_retention(
 /// run is older than `policy.interval` (or there is none), it runs at once; then it sleeps
 /// until the next due time. Errors are logged and retried on the next tick (at most an hour
 /// later). Abort the returned handle to stop it.
-pub fn spawn_retention(store: Arc<dyn Store>, policy: RetentionPolicy) -> tokio::task::JoinHandle<()> {
+pub fn spawn_retention(
+    store: Arc<dyn Store>,
+    policy: RetentionPolicy,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let retry = Duration::from_secs(3600).min(policy.interval);
         loop {
@@ -615,7 +629,10 @@ mod tests {
             _ => None,
         });
         assert_eq!(last_rollup, Some(t("2026-01-10T12:30:00Z")));
-        assert!(p.to_string().contains("rollup + delete raw perf a [2026-01-03T10:00:00Z"));
+        assert!(
+            p.to_string()
+                .contains("rollup + delete raw perf a [2026-01-03T10:00:00Z")
+        );
     }
 
     #[test]
@@ -681,8 +698,9 @@ mod tests {
         let e = RetentionPolicy::from_env(&|k| (k == "CAPTURE_BUDGET_MB").then(|| "lots".into()))
             .unwrap_err();
         assert!(e.to_string().contains("CAPTURE_BUDGET_MB"), "{e}");
-        let e = RetentionPolicy::from_env(&|k| (k == "RETENTION_CHUNK_MINUTES").then(|| "7".into()))
-            .unwrap_err();
+        let e =
+            RetentionPolicy::from_env(&|k| (k == "RETENTION_CHUNK_MINUTES").then(|| "7".into()))
+                .unwrap_err();
         assert!(e.to_string().contains("chunk"), "{e}");
     }
 
@@ -702,7 +720,10 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].bucket, t("2026-01-01T00:00:00Z"));
         assert_eq!(r[0].samples, 2);
-        assert_eq!(r[0].gpu_agg["0.temp_c"], json!({"min": 40.0, "max": 50.0, "avg": 45.0}));
+        assert_eq!(
+            r[0].gpu_agg["0.temp_c"],
+            json!({"min": 40.0, "max": 50.0, "avg": 45.0})
+        );
         assert_eq!(r[0].sys_agg["mem_used_mb"]["max"], json!(500.0));
         assert_eq!(r[1].samples, 1);
         assert!(r[0].gpu_agg.get("0.name").is_none());

@@ -248,7 +248,9 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         let mut n = 0;
         for chunk in rows.chunks(CHUNK) {
-            let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO perf_samples (provider_id, ts, gpu, sys) ");
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO perf_samples (provider_id, ts, gpu, sys) ",
+            );
             qb.push_values(chunk, |mut b, r| {
                 b.push_bind(&r.provider_id)
                     .push_bind(us(r.ts))
@@ -302,9 +304,11 @@ impl Store for SqliteStore {
     }
 
     async fn hosts(&self) -> Result<Vec<HostRow>> {
-        let rows = sqlx::query("SELECT provider_id, os, gpu_label, enabled FROM hosts ORDER BY provider_id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT provider_id, os, gpu_label, enabled FROM hosts ORDER BY provider_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(HostRow {
@@ -330,7 +334,12 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("key")?, parse_json(&r.try_get::<String, _>("value")?)?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("key")?,
+                    parse_json(&r.try_get::<String, _>("value")?)?,
+                ))
+            })
             .collect()
     }
 
@@ -450,7 +459,12 @@ impl Store for SqliteStore {
                 qb.push(" AND status = ").push_bind(i64::from(s));
             }
             if let Some(c) = cursor {
-                push_cursor(&mut qb, FeedOrigin::Host, "(provider_id || ':' || upstream_id)", c);
+                push_cursor(
+                    &mut qb,
+                    FeedOrigin::Host,
+                    "(provider_id || ':' || upstream_id)",
+                    c,
+                );
             }
             qb.push(" ORDER BY ts DESC, id DESC LIMIT ")
                 .push_bind(limit)
@@ -700,12 +714,14 @@ impl Store for SqliteStore {
     }
 
     async fn delete_activity(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<u64> {
-        Ok(sqlx::query("DELETE FROM host_activity WHERE ts >= ? AND ts < ?")
-            .bind(us(from))
-            .bind(us(to))
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(
+            sqlx::query("DELETE FROM host_activity WHERE ts >= ? AND ts < ?")
+                .bind(us(from))
+                .bind(us(to))
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 
     async fn prune_captures(&self, budget_bytes: i64) -> Result<u64> {
@@ -735,12 +751,14 @@ impl Store for SqliteStore {
         finished: DateTime<Utc>,
         summary: &str,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO retention_runs (started_at, finished_at, summary) VALUES (?, ?, ?)")
-            .bind(us(started))
-            .bind(us(finished))
-            .bind(summary)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO retention_runs (started_at, finished_at, summary) VALUES (?, ?, ?)",
+        )
+        .bind(us(started))
+        .bind(us(finished))
+        .bind(summary)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
