@@ -117,9 +117,11 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         use GatewayError::*;
         match self {
-            InvalidJson(_) | MissingModel | InvalidModel { .. } | UnknownProvider { .. } | BadSource => {
-                StatusCode::BAD_REQUEST
-            }
+            InvalidJson(_)
+            | MissingModel
+            | InvalidModel { .. }
+            | UnknownProvider { .. }
+            | BadSource => StatusCode::BAD_REQUEST,
             VirtualNotConfigured { .. } => StatusCode::NOT_IMPLEMENTED,
             ProviderUnavailable { .. } | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -140,9 +142,10 @@ impl GatewayError {
         match self {
             Unauthorized => "authentication_error",
             Overloaded { .. } => "rate_limit_error",
-            UpstreamUnreachable { .. } | UpstreamTimeout { .. } | ProviderUnavailable { .. } | ShuttingDown => {
-                "server_error"
-            }
+            UpstreamUnreachable { .. }
+            | UpstreamTimeout { .. }
+            | ProviderUnavailable { .. }
+            | ShuttingDown => "server_error",
             Config(_) | Io(_) => "server_error",
             _ => "invalid_request_error",
         }
@@ -177,9 +180,10 @@ impl GatewayError {
     pub fn param(&self) -> Option<&'static str> {
         use GatewayError::*;
         match self {
-            MissingModel | InvalidModel { .. } | UnknownProvider { .. } | VirtualNotConfigured { .. } => {
-                Some("model")
-            }
+            MissingModel
+            | InvalidModel { .. }
+            | UnknownProvider { .. }
+            | VirtualNotConfigured { .. } => Some("model"),
             BadSource => Some("x-boo-source"),
             _ => None,
         }
@@ -203,7 +207,10 @@ impl GatewayError {
         let mut resp = Response::new(B::from(self.body()));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let GatewayError::Overloaded { retry_after_s, .. } = self {
             h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
         }
@@ -235,7 +242,10 @@ mod tests {
 
     #[test]
     fn overloaded_sets_retry_after() {
-        let e = GatewayError::Overloaded { provider: "p".into(), retry_after_s: 2 };
+        let e = GatewayError::Overloaded {
+            provider: "p".into(),
+            retry_after_s: 2,
+        };
         let r: Response<Bytes> = e.to_response();
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()[header::RETRY_AFTER], "2");

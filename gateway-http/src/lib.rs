@@ -80,7 +80,11 @@ pub struct GatewayConfig {
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 32 * 1024 * 1024, api_keys: Vec::new(), shutdown_grace: Duration::from_secs(30) }
+        Self {
+            max_body_bytes: 32 * 1024 * 1024,
+            api_keys: Vec::new(),
+            shutdown_grace: Duration::from_secs(30),
+        }
     }
 }
 
@@ -105,7 +109,9 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("providers", &self.inner.upstreams.len()).finish_non_exhaustive()
+        f.debug_struct("Gateway")
+            .field("providers", &self.inner.upstreams.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -119,7 +125,10 @@ impl Gateway {
     ) -> Result<Self, GatewayError> {
         let mut map = HashMap::new();
         for spec in upstreams {
-            map.insert(spec.provider.as_str().into(), Arc::new(Upstream::new(spec)?));
+            map.insert(
+                spec.provider.as_str().into(),
+                Arc::new(Upstream::new(spec)?),
+            );
         }
         Ok(Self::with_upstreams(cfg, router, map, sink))
     }
@@ -133,7 +142,12 @@ impl Gateway {
     ) -> Self {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
         let api_keys = cfg.api_keys.iter().map(|k| k.as_bytes().to_vec()).collect();
         Self {
             inner: Arc::new(Inner {
@@ -157,7 +171,11 @@ impl Gateway {
 
     /// Serves on `listener` until `shutdown` completes, then stops accepting and lets in-flight
     /// requests finish for up to [`GatewayConfig::shutdown_grace`].
-    pub async fn serve<F>(self, listener: tokio::net::TcpListener, shutdown: F) -> Result<(), GatewayError>
+    pub async fn serve<F>(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: F,
+    ) -> Result<(), GatewayError>
     where
         F: Future<Output = ()> + Send,
     {
@@ -183,10 +201,14 @@ impl std::fmt::Debug for RespBody {
 
 impl RespBody {
     pub(crate) fn full(b: Bytes) -> Self {
-        Self { kind: BodyKind::Full(Some(b)) }
+        Self {
+            kind: BodyKind::Full(Some(b)),
+        }
     }
     pub(crate) fn proxy(s: Box<proxy::ProxyStream>) -> Self {
-        Self { kind: BodyKind::Proxy(s) }
+        Self {
+            kind: BodyKind::Proxy(s),
+        }
     }
 }
 
@@ -200,7 +222,10 @@ impl Body for RespBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match &mut self.get_mut().kind {
             BodyKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             BodyKind::Proxy(s) => Pin::new(&mut **s).poll_frame(cx),

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 /// Histogram bucket upper bounds, in seconds (10 µs … 300 s).
 const BOUNDS: [f64; 22] = [
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
 /// A lock-free fixed-bucket histogram.
@@ -44,7 +44,11 @@ impl Histogram {
         }
         cum += self.buckets[BOUNDS.len()].load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cum}");
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_ns.load(Relaxed) as f64 / 1e9);
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            self.sum_ns.load(Relaxed) as f64 / 1e9
+        );
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count.load(Relaxed));
     }
 }
@@ -95,7 +99,10 @@ impl Metrics {
             }
         }
         let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
-        map.entry(model.into()).or_insert_with(|| (provider.into(), Arc::default())).1.clone()
+        map.entry(model.into())
+            .or_insert_with(|| (provider.into(), Arc::default()))
+            .1
+            .clone()
     }
 
     /// Prometheus text exposition.
@@ -104,14 +111,25 @@ impl Metrics {
         let map = self.series.read().unwrap_or_else(|e| e.into_inner());
         let mut all: Vec<(String, &Series)> = map
             .iter()
-            .map(|(m, (p, s))| (format!("provider=\"{}\",model=\"{}\"", esc(p), esc(m)), &**s))
+            .map(|(m, (p, s))| {
+                (
+                    format!("provider=\"{}\",model=\"{}\"", esc(p), esc(m)),
+                    &**s,
+                )
+            })
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all.insert(0, ("provider=\"\",model=\"\"".to_string(), &self.unrouted));
         let counters: [(&str, &str, fn(&Series) -> f64); 3] = [
-            ("boo_gateway_requests_total", "counter", |s| s.requests.load(Relaxed) as f64),
-            ("boo_gateway_errors_total", "counter", |s| s.errors.load(Relaxed) as f64),
-            ("boo_gateway_in_flight", "gauge", |s| s.in_flight.load(Relaxed) as f64),
+            ("boo_gateway_requests_total", "counter", |s| {
+                s.requests.load(Relaxed) as f64
+            }),
+            ("boo_gateway_errors_total", "counter", |s| {
+                s.errors.load(Relaxed) as f64
+            }),
+            ("boo_gateway_in_flight", "gauge", |s| {
+                s.in_flight.load(Relaxed) as f64
+            }),
         ];
         for (name, kind, get) in counters {
             let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -120,7 +138,9 @@ impl Metrics {
             }
         }
         let hists: [(&str, fn(&Series) -> &Histogram); 3] = [
-            ("boo_gateway_upstream_latency_seconds", |s| &s.upstream_latency),
+            ("boo_gateway_upstream_latency_seconds", |s| {
+                &s.upstream_latency
+            }),
             ("boo_gateway_ttft_seconds", |s| &s.ttft),
             ("boo_gateway_overhead_seconds", |s| &s.overhead),
         ];
@@ -135,7 +155,9 @@ impl Metrics {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -149,9 +171,14 @@ mod tests {
         s.requests.fetch_add(2, Relaxed);
         s.overhead.observe(Duration::from_micros(20));
         s.overhead.observe(Duration::from_millis(2));
-        assert!(Arc::ptr_eq(&s, &m.series("sam-desktop", "sam-desktop/qwen")));
+        assert!(Arc::ptr_eq(
+            &s,
+            &m.series("sam-desktop", "sam-desktop/qwen")
+        ));
         let text = m.render();
-        assert!(text.contains("boo_gateway_requests_total{provider=\"sam-desktop\",model=\"sam-desktop/qwen\"} 2"));
+        assert!(text.contains(
+            "boo_gateway_requests_total{provider=\"sam-desktop\",model=\"sam-desktop/qwen\"} 2"
+        ));
         assert!(text.contains(
             "boo_gateway_overhead_seconds_bucket{provider=\"sam-desktop\",model=\"sam-desktop/qwen\",le=\"0.000025\"} 1"
         ));

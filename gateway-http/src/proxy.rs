@@ -65,7 +65,10 @@ fn full(b: impl Into<Bytes>) -> RespBody {
 
 fn json_response(v: &serde_json::Value) -> Response<RespBody> {
     let mut r = Response::new(full(serde_json::to_vec(v).unwrap_or_default()));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -73,7 +76,8 @@ fn json_response(v: &serde_json::Value) -> Response<RespBody> {
 pub(crate) fn valid_source(v: &[u8]) -> bool {
     !v.is_empty()
         && v.len() <= 64
-        && v.iter().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(c))
+        && v.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(c))
 }
 
 fn is_hop_by_hop(k: &HeaderName) -> bool {
@@ -91,13 +95,20 @@ fn is_hop_by_hop(k: &HeaderName) -> bool {
 /// Header names listed in a `Connection` header (also hop-by-hop).
 fn connection_listed(h: &HeaderMap, k: &HeaderName) -> bool {
     h.get_all(header::CONNECTION).iter().any(|v| {
-        v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(k.as_str())))
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(k.as_str()))
+        })
     })
 }
 
 impl Inner {
     /// Entry point for every request.
-    pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<RespBody> {
         let t0 = Instant::now();
         let rid = self.request_id(req.headers());
         let mut resp = match route(req.uri().path()) {
@@ -111,19 +122,26 @@ impl Inner {
                     self.list_models()
                 }
             }
-            Route::ApiModels if req.method() == Method::GET => json_response(&self.router.catalog()),
+            Route::ApiModels if req.method() == Method::GET => {
+                json_response(&self.router.catalog())
+            }
             Route::Health if req.method() == Method::GET => json_response(&serde_json::json!({
                 "status": "ok",
                 "providers": self.router.health(),
             })),
             Route::Metrics if req.method() == Method::GET => {
                 let mut r = Response::new(full(self.metrics.render()));
-                r.headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
                 r
             }
             Route::Ping if req.method() == Method::GET => Response::new(full("OK")),
-            Route::Unknown => GatewayError::NotFound { path: req.uri().path().to_string() }.to_response(),
+            Route::Unknown => GatewayError::NotFound {
+                path: req.uri().path().to_string(),
+            }
+            .to_response(),
             _ => GatewayError::MethodNotAllowed {
                 method: req.method().to_string(),
                 path: req.uri().path().to_string(),
@@ -150,7 +168,10 @@ impl Inner {
         if self.api_keys.is_empty() {
             return true;
         }
-        let Some(tok) = h.get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")) else {
+        let Some(tok) = h
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        else {
             return false;
         };
         // Compare against every key without short-circuiting; each compare is constant time.
@@ -234,7 +255,10 @@ impl Inner {
             ctx.source = Some(String::from_utf8_lossy(src.as_bytes()).into_owned());
         }
         let limit = self.cfg.max_body_bytes;
-        if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        if let Some(len) = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             && len > limit
         {
             return Err(GatewayError::BodyTooLarge { limit });
@@ -243,7 +267,9 @@ impl Inner {
         let body = match Limited::new(body, limit as usize).collect().await {
             Ok(c) => c.to_bytes(),
             Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     return Err(GatewayError::BodyTooLarge { limit });
                 }
                 return Err(GatewayError::BodyRead(e.to_string()));
@@ -253,18 +279,28 @@ impl Inner {
 
         let skimmed = skim(&body).map_err(|e| match e {
             SkimError::Malformed { .. } => GatewayError::InvalidJson(e.to_string()),
-            SkimError::ModelNotString | SkimError::DuplicateModel => {
-                GatewayError::InvalidModel { model: String::new(), reason: e.to_string() }
-            }
+            SkimError::ModelNotString | SkimError::DuplicateModel => GatewayError::InvalidModel {
+                model: String::new(),
+                reason: e.to_string(),
+            },
         })?;
-        let Some(model) = skimmed.model.as_deref() else { return Err(GatewayError::MissingModel) };
+        let Some(model) = skimmed.model.as_deref() else {
+            return Err(GatewayError::MissingModel);
+        };
         ctx.stream = skimmed.stream;
         ctx.model = model.to_string();
-        let Routed { provider, model: composite, wire_model, via_sidecar } = self.router.resolve(model)?;
-        let up: &Arc<Upstream> = self
-            .upstreams
-            .get(&*provider)
-            .ok_or_else(|| GatewayError::ProviderUnavailable { provider: provider.to_string() })?;
+        let Routed {
+            provider,
+            model: composite,
+            wire_model,
+            via_sidecar,
+        } = self.router.resolve(model)?;
+        let up: &Arc<Upstream> =
+            self.upstreams
+                .get(&*provider)
+                .ok_or_else(|| GatewayError::ProviderUnavailable {
+                    provider: provider.to_string(),
+                })?;
         let series = self.metrics.series(&provider, &composite);
         series.in_flight.fetch_add(1, Relaxed);
         ctx.series = Some(series);
@@ -279,7 +315,11 @@ impl Inner {
         ctx.wire_model = Some(wire_model);
         let permit = up.acquire().await?;
 
-        let endpoint = if via_sidecar { up.sidecar.as_ref().unwrap_or(&up.main) } else { &up.main };
+        let endpoint = if via_sidecar {
+            up.sidecar.as_ref().unwrap_or(&up.main)
+        } else {
+            &up.main
+        };
         let uri = endpoint
             .uri(up_path, parts.uri.query())
             .map_err(|e| GatewayError::Config(format!("bad upstream URI: {e}")))?;
@@ -363,7 +403,9 @@ impl Inner {
         len: usize,
     ) -> HeaderMap {
         let mut h = HeaderMap::with_capacity(src.len() + up.headers.len() + 4);
-        let strip_auth = up.has_api_key || !self.api_keys.is_empty() || up.headers.contains_key(header::AUTHORIZATION);
+        let strip_auth = up.has_api_key
+            || !self.api_keys.is_empty()
+            || up.headers.contains_key(header::AUTHORIZATION);
         let has_conn = src.contains_key(header::CONNECTION);
         for (k, v) in src {
             if is_hop_by_hop(k)
@@ -538,7 +580,11 @@ pub(crate) struct ProxyStream {
 }
 
 impl ProxyStream {
-    fn end_with_error(&mut self, class: &'static str, msg: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn end_with_error(
+        &mut self,
+        class: &'static str,
+        msg: String,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.ctx.error_class = Some(class);
         self.ended = true;
         if self.sse.is_some() {
@@ -562,7 +608,10 @@ impl Body for ProxyStream {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Some(b) = this.inject.take() {
             return Poll::Ready(Some(Ok(Frame::data(b))));
@@ -582,13 +631,22 @@ impl Body for ProxyStream {
                         t.feed(d);
                     }
                 }
-                let wake = next_wake(this.idle, this.deadline);
-                this.sleep.as_mut().reset(wake.into());
+                if this.body.is_end_stream() {
+                    // hyper may stop polling once the body reports its end (Content-Length met).
+                    this.ended = true;
+                    this.ctx.completed = true;
+                } else {
+                    let wake = next_wake(this.idle, this.deadline);
+                    this.sleep.as_mut().reset(wake.into());
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
                 let provider = this.ctx.provider.as_deref().unwrap_or("").to_string();
-                this.end_with_error("upstream_cut", format!("upstream provider {provider:?} broke the response: {e}"))
+                this.end_with_error(
+                    "upstream_cut",
+                    format!("upstream provider {provider:?} broke the response: {e}"),
+                )
             }
             Poll::Ready(None) => {
                 this.ended = true;
@@ -599,9 +657,15 @@ impl Body for ProxyStream {
                 Poll::Ready(()) => {
                     let provider = this.ctx.provider.as_deref().unwrap_or("").to_string();
                     let total = this.deadline.is_some_and(|d| Instant::now() >= d);
-                    let (class, what) =
-                        if total { ("upstream_total_timeout", "total") } else { ("upstream_idle_timeout", "idle") };
-                    this.end_with_error(class, format!("upstream provider {provider:?} exceeded its {what} timeout"))
+                    let (class, what) = if total {
+                        ("upstream_total_timeout", "total")
+                    } else {
+                        ("upstream_idle_timeout", "idle")
+                    };
+                    this.end_with_error(
+                        class,
+                        format!("upstream provider {provider:?} exceeded its {what} timeout"),
+                    )
                 }
                 Poll::Pending => Poll::Pending,
             },
@@ -613,7 +677,11 @@ impl Body for ProxyStream {
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.ended { SizeHint::with_exact(0) } else { self.body.size_hint() }
+        if self.ended {
+            SizeHint::with_exact(0)
+        } else {
+            self.body.size_hint()
+        }
     }
 }
 

@@ -45,7 +45,9 @@ pub struct RegistryRouter {
 
 impl std::fmt::Debug for RegistryRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryRouter").field("providers", &self.ids.len()).finish_non_exhaustive()
+        f.debug_struct("RegistryRouter")
+            .field("providers", &self.ids.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -61,7 +63,11 @@ pub fn upstream_specs(registry: &Registry) -> Vec<UpstreamSpec> {
             base_url: p.base_url.clone(),
             base_includes_version: p.kind.base_includes_version(),
             sidecar_url: p.sidecar.as_ref().map(|s| s.url.clone()),
-            headers: p.upstream_headers().iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect(),
+            headers: p
+                .upstream_headers()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                .collect(),
             has_api_key: p.api_key.is_some(),
             timeouts: UpstreamTimeouts {
                 connect: p.timeouts.connect,
@@ -78,7 +84,11 @@ impl RegistryRouter {
     /// A router over `registry`, with an inventory holding only the static models of
     /// `openai` providers (and sidecar models) until the first poll.
     pub fn new(registry: Arc<Registry>) -> Self {
-        let ids = registry.providers().iter().map(|p| (p.id.to_string(), Arc::from(p.id.as_str()))).collect();
+        let ids = registry
+            .providers()
+            .iter()
+            .map(|p| (p.id.to_string(), Arc::from(p.id.as_str())))
+            .collect();
         let mut inv = Inventory::new();
         for p in registry.providers().iter().filter(|p| p.enabled) {
             inv.set_provider(p.id.clone(), static_models(p));
@@ -105,7 +115,10 @@ impl RegistryRouter {
 
     /// The current inventory snapshot.
     pub fn inventory(&self) -> Arc<Inventory> {
-        self.inventory.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inventory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Polls `GET /v1/models` of every enabled llama-swap, llama-server and gateway provider
@@ -121,7 +134,11 @@ impl RegistryRouter {
         )
         .await;
         let mut inv = (*self.inventory()).clone();
-        let mut health = self.health.write().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut health = self
+            .health
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let now = chrono::Utc::now().to_rfc3339();
         for (p, res) in polled {
             let h = health.entry(p.id.to_string()).or_default();
@@ -171,7 +188,13 @@ fn static_models(p: &boo_provider_registry::Provider) -> Vec<InventoryModel> {
         }));
     }
     if let Some(s) = &p.sidecar {
-        out.extend(s.models.iter().filter(|m| !out.iter().any(|o| &o.id == *m)).map(InventoryModel::new).collect::<Vec<_>>());
+        out.extend(
+            s.models
+                .iter()
+                .filter(|m| !out.iter().any(|o| &o.id == *m))
+                .map(InventoryModel::new)
+                .collect::<Vec<_>>(),
+        );
     }
     out
 }
@@ -180,22 +203,37 @@ fn static_models(p: &boo_provider_registry::Provider) -> Vec<InventoryModel> {
 async fn fetch_models(p: &boo_provider_registry::Provider) -> Result<Vec<InventoryModel>, String> {
     let client = build_client(p.timeouts.connect).map_err(|e| e.to_string())?;
     let base = p.base_url.trim_end_matches('/');
-    let url = if p.kind.base_includes_version() { format!("{base}/models") } else { format!("{base}/v1/models") };
-    let mut req = http::Request::get(url.as_str()).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+    let url = if p.kind.base_includes_version() {
+        format!("{base}/models")
+    } else {
+        format!("{base}/v1/models")
+    };
+    let mut req = http::Request::get(url.as_str())
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
     for (k, v) in p.upstream_headers() {
-        if let (Ok(n), Ok(mut val)) =
-            (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v.expose()))
-        {
+        if let (Ok(n), Ok(mut val)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(v.expose()),
+        ) {
             val.set_sensitive(true);
             req.headers_mut().insert(n, val);
         }
     }
     let fut = async {
-        let resp = client.request(req).await.map_err(|e| format!("unreachable: {e}"))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| format!("unreachable: {e}"))?;
         if !resp.status().is_success() {
             return Err(format!("GET /v1/models answered {}", resp.status()));
         }
-        let body = resp.into_body().collect().await.map_err(|e| format!("read failed: {e}"))?.to_bytes();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("read failed: {e}"))?
+            .to_bytes();
         parse_models(&body)
     };
     tokio::time::timeout(p.timeouts.connect + Duration::from_secs(10), fut)
@@ -220,7 +258,8 @@ fn parse_models(body: &[u8]) -> Result<Vec<InventoryModel>, String> {
     struct Status {
         value: Option<String>,
     }
-    let list: List = serde_json::from_slice(body).map_err(|e| format!("bad /v1/models body: {e}"))?;
+    let list: List =
+        serde_json::from_slice(body).map_err(|e| format!("bad /v1/models body: {e}"))?;
     Ok(list
         .data
         .into_iter()
@@ -233,7 +272,10 @@ fn parse_models(body: &[u8]) -> Result<Vec<InventoryModel>, String> {
             }),
             context_length: r.context_length.or_else(|| {
                 let m = r.meta.as_ref()?;
-                m.get("n_ctx").or_else(|| m.get("n_ctx_train"))?.as_u64().map(|n| n as u32)
+                m.get("n_ctx")
+                    .or_else(|| m.get("n_ctx_train"))?
+                    .as_u64()
+                    .map(|n| n as u32)
             }),
             id: r.id,
         })
@@ -256,17 +298,28 @@ impl ModelRouter for RegistryRouter {
                     via_sidecar: r.target.via_sidecar,
                 })
             }
-            Err(ResolveError::Malformed(e)) => {
-                Err(GatewayError::InvalidModel { model: model.to_string(), reason: e.to_string() })
+            Err(ResolveError::Malformed(e)) => Err(GatewayError::InvalidModel {
+                model: model.to_string(),
+                reason: e.to_string(),
+            }),
+            Err(ResolveError::Virtual(v)) => {
+                Err(GatewayError::VirtualNotConfigured { model: v.name() })
             }
-            Err(ResolveError::Virtual(v)) => Err(GatewayError::VirtualNotConfigured { model: v.name() }),
             Err(ResolveError::UnknownProvider { provider, known }) => {
-                Err(GatewayError::UnknownProvider { model: model.to_string(), provider, known: known.join(", ") })
+                Err(GatewayError::UnknownProvider {
+                    model: model.to_string(),
+                    provider,
+                    known: known.join(", "),
+                })
             }
-            Err(ResolveError::ProviderDisabled { provider }) | Err(ResolveError::GatewayOffline { provider }) => {
+            Err(ResolveError::ProviderDisabled { provider })
+            | Err(ResolveError::GatewayOffline { provider }) => {
                 Err(GatewayError::ProviderUnavailable { provider })
             }
-            Err(e) => Err(GatewayError::InvalidModel { model: model.to_string(), reason: e.to_string() }),
+            Err(e) => Err(GatewayError::InvalidModel {
+                model: model.to_string(),
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -275,7 +328,10 @@ impl ModelRouter for RegistryRouter {
         let mut out = Vec::new();
         for p in self.registry.providers().iter().filter(|p| p.enabled) {
             for m in inv.models(&p.id) {
-                out.push(ListedModel { id: format!("{}/{}", p.id, m.id), owned_by: p.id.to_string() });
+                out.push(ListedModel {
+                    id: format!("{}/{}", p.id, m.id),
+                    owned_by: p.id.to_string(),
+                });
             }
         }
         out

@@ -68,8 +68,13 @@ impl StaticRouter {
 
     /// Adds a provider and the wire models it lists.
     pub fn provider(mut self, id: &str, models: &[&str]) -> Self {
-        self.providers
-            .insert(id.to_string(), (Arc::from(id), models.iter().map(|m| m.to_string()).collect()));
+        self.providers.insert(
+            id.to_string(),
+            (
+                Arc::from(id),
+                models.iter().map(|m| m.to_string()).collect(),
+            ),
+        );
         self
     }
 }
@@ -91,14 +96,24 @@ impl ModelRouter for StaticRouter {
                 known: known.join(", "),
             });
         };
-        Ok(Routed { provider: id.clone(), model: model.to_string(), wire_model: wire.to_string(), via_sidecar: false })
+        Ok(Routed {
+            provider: id.clone(),
+            model: model.to_string(),
+            wire_model: wire.to_string(),
+            via_sidecar: false,
+        })
     }
 
     fn list_models(&self) -> Vec<ListedModel> {
         let mut out: Vec<ListedModel> = self
             .providers
             .iter()
-            .flat_map(|(p, (_, ms))| ms.iter().map(move |m| ListedModel { id: format!("{p}/{m}"), owned_by: p.clone() }))
+            .flat_map(|(p, (_, ms))| {
+                ms.iter().map(move |m| ListedModel {
+                    id: format!("{p}/{m}"),
+                    owned_by: p.clone(),
+                })
+            })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out

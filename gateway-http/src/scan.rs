@@ -149,7 +149,9 @@ impl SseScanner {
 
     fn line(&mut self, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(payload) = line.strip_prefix(b"data:") else { return };
+        let Some(payload) = line.strip_prefix(b"data:") else {
+            return;
+        };
         let payload = payload.strip_prefix(b" ").unwrap_or(payload);
         if payload == b"[DONE]" {
             self.done = true;
@@ -163,7 +165,9 @@ impl SseScanner {
         {
             return;
         }
-        let Ok(p) = serde_json::from_slice::<ChunkProbe<'_>>(payload) else { return };
+        let Ok(p) = serde_json::from_slice::<ChunkProbe<'_>>(payload) else {
+            return;
+        };
         if p.error.is_some() && p.choices.is_empty() {
             self.stream_error = true;
         }
@@ -179,7 +183,9 @@ impl SseScanner {
                 c.text.as_deref().is_some_and(|t| !t.is_empty())
                     || c.delta.as_ref().is_some_and(|d| {
                         d.content.as_deref().is_some_and(|t| !t.is_empty())
-                            || d.reasoning_content.as_deref().is_some_and(|t| !t.is_empty())
+                            || d.reasoning_content
+                                .as_deref()
+                                .is_some_and(|t| !t.is_empty())
                             || d.reasoning.as_deref().is_some_and(|t| !t.is_empty())
                             || d.tool_calls.is_some()
                     })
@@ -287,7 +293,10 @@ mod tests {
                 off += piece.len();
             }
             let at = first_at.expect("first token seen");
-            assert!(at > first_real, "first token reported before the real content chunk");
+            assert!(
+                at > first_real,
+                "first token reported before the real content chunk"
+            );
             assert!(s.done);
             assert_eq!(s.usage.prompt_tokens, Some(12));
             assert_eq!(s.usage.completion_tokens, Some(3));
@@ -301,7 +310,9 @@ mod tests {
     fn role_only_chunk_is_not_a_token_and_stream_error_is_flagged() {
         let mut s = SseScanner::new();
         assert!(!s.feed(b"data: {\"id\":\"x\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\r\n\r\n"));
-        assert!(!s.feed(b"data: {\"error\":{\"code\":500,\"message\":\"boom\",\"type\":\"server_error\"}}\n\n"));
+        assert!(!s.feed(
+            b"data: {\"error\":{\"code\":500,\"message\":\"boom\",\"type\":\"server_error\"}}\n\n"
+        ));
         assert!(s.stream_error);
         assert!(!s.first_token_seen());
     }

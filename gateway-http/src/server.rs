@@ -10,7 +10,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-pub(crate) async fn serve<F>(inner: Arc<Inner>, listener: tokio::net::TcpListener, shutdown: F) -> Result<(), GatewayError>
+pub(crate) async fn serve<F>(
+    inner: Arc<Inner>,
+    listener: tokio::net::TcpListener,
+    shutdown: F,
+) -> Result<(), GatewayError>
 where
     F: Future<Output = ()> + Send,
 {
@@ -50,7 +54,10 @@ where
     inner.shutting_down.store(true, Ordering::Relaxed);
     tracing::info!("shutting down: waiting for in-flight requests");
     let grace = inner.cfg.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(?grace, "grace period over; closing remaining connections");
     }
     Ok(())

@@ -121,7 +121,9 @@ fn skip_value(b: &[u8], i: usize) -> Result<usize, SkimError> {
             }
             let tok = &b[i..j];
             let first = tok[0];
-            let ok = matches!(tok, b"true" | b"false" | b"null") || first == b'-' || first.is_ascii_digit();
+            let ok = matches!(tok, b"true" | b"false" | b"null")
+                || first == b'-'
+                || first.is_ascii_digit();
             if !ok {
                 return Err(malformed("invalid literal", i));
             }
@@ -137,7 +139,11 @@ pub fn skim(b: &[u8]) -> Result<Skimmed<'_>, SkimError> {
         return Err(malformed("expected a JSON object", i));
     }
     i = skip_ws(b, i + 1);
-    let mut out = Skimmed { model: None, model_span: 0..0, stream: false };
+    let mut out = Skimmed {
+        model: None,
+        model_span: 0..0,
+        stream: false,
+    };
     if b.get(i) == Some(&b'}') {
         i += 1;
     } else {
@@ -165,19 +171,20 @@ pub fn skim(b: &[u8]) -> Result<Skimmed<'_>, SkimError> {
                     } else if b[vstart] != b'"' {
                         return Err(SkimError::ModelNotString);
                     } else {
-                    let raw = &b[vstart + 1..i - 1];
-                    let (_, escaped) = skip_string(b, vstart + 1)?;
-                    let value = if escaped {
-                        let s: String = serde_json::from_slice(&b[vstart..i])
-                            .map_err(|_| malformed("invalid escape in model", vstart))?;
-                        Cow::Owned(s)
-                    } else {
-                        Cow::Borrowed(
-                            std::str::from_utf8(raw).map_err(|_| malformed("model is not UTF-8", vstart))?,
-                        )
-                    };
-                    out.model = Some(value);
-                    out.model_span = vstart..i;
+                        let raw = &b[vstart + 1..i - 1];
+                        let (_, escaped) = skip_string(b, vstart + 1)?;
+                        let value = if escaped {
+                            let s: String = serde_json::from_slice(&b[vstart..i])
+                                .map_err(|_| malformed("invalid escape in model", vstart))?;
+                            Cow::Owned(s)
+                        } else {
+                            Cow::Borrowed(
+                                std::str::from_utf8(raw)
+                                    .map_err(|_| malformed("model is not UTF-8", vstart))?,
+                            )
+                        };
+                        out.model = Some(value);
+                        out.model_span = vstart..i;
                     }
                 }
                 b"stream" => out.stream = &b[vstart..i] == b"true",
@@ -190,7 +197,10 @@ pub fn skim(b: &[u8]) -> Result<Skimmed<'_>, SkimError> {
         }
     }
     if skip_ws(b, i) != b.len() {
-        return Err(malformed("trailing data after the JSON object", skip_ws(b, i)));
+        return Err(malformed(
+            "trailing data after the JSON object",
+            skip_ws(b, i),
+        ));
     }
     Ok(out)
 }
@@ -216,7 +226,10 @@ fn continue_after(i: &mut usize, b: &[u8]) -> Result<(), SkimError> {
 pub fn splice_model(body: &[u8], span: Range<usize>, new_model: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + new_model.len() + 8);
     out.extend_from_slice(&body[..span.start]);
-    if new_model.bytes().all(|c| c >= 0x20 && c != b'"' && c != b'\\') {
+    if new_model
+        .bytes()
+        .all(|c| c >= 0x20 && c != b'"' && c != b'\\')
+    {
         out.push(b'"');
         out.extend_from_slice(new_model.as_bytes());
         out.push(b'"');
@@ -267,10 +280,17 @@ mod tests {
             b"{\"a\":\"unterminated}",
             b"{\"a\":nope}",
         ] {
-            assert!(skim(bad).is_err(), "accepted {:?}", String::from_utf8_lossy(bad));
+            assert!(
+                skim(bad).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(skim(br#"{"model":5}"#), Err(SkimError::ModelNotString));
-        assert_eq!(skim(br#"{"model":"a","model":"b"}"#), Err(SkimError::DuplicateModel));
+        assert_eq!(
+            skim(br#"{"model":"a","model":"b"}"#),
+            Err(SkimError::DuplicateModel)
+        );
         assert_eq!(skim(br#"{"model":null,"a":1}"#).unwrap().model, None);
     }
 

@@ -31,7 +31,13 @@ impl ChannelSink {
     /// A sink and the receiving end of its queue (capacity `cap`).
     pub fn new(cap: usize) -> (Self, mpsc::Receiver<RequestRecord>) {
         let (tx, rx) = mpsc::channel(cap.max(1));
-        (Self { tx, dropped: AtomicU64::new(0) }, rx)
+        (
+            Self {
+                tx,
+                dropped: AtomicU64::new(0),
+            },
+            rx,
+        )
     }
 
     /// Records dropped because the queue was full or closed.
@@ -62,12 +68,18 @@ impl MemorySink {
 
     /// A copy of the records so far.
     pub fn records(&self) -> Vec<RequestRecord> {
-        self.records.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
 impl TelemetrySink for MemorySink {
     fn record(&self, rec: RequestRecord) {
-        self.records.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(rec);
     }
 }

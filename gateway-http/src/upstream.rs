@@ -71,9 +71,11 @@ pub(crate) struct Endpoint {
 impl Endpoint {
     fn parse(provider: &str, url: &str, strip_v1: bool) -> Result<Self, GatewayError> {
         let url = url.trim_end_matches('/');
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| GatewayError::Config(format!("provider {provider:?}: invalid base_url {url:?}: {e}")))?;
+        let uri: http::Uri = url.parse().map_err(|e| {
+            GatewayError::Config(format!(
+                "provider {provider:?}: invalid base_url {url:?}: {e}"
+            ))
+        })?;
         match uri.scheme_str() {
             Some("http") | Some("https") => {}
             _ => {
@@ -83,15 +85,26 @@ impl Endpoint {
             }
         }
         if uri.authority().is_none() {
-            return Err(GatewayError::Config(format!("provider {provider:?}: base_url {url:?} has no host")));
+            return Err(GatewayError::Config(format!(
+                "provider {provider:?}: base_url {url:?} has no host"
+            )));
         }
-        Ok(Self { strip_v1, prefix: url.to_string() })
+        Ok(Self {
+            strip_v1,
+            prefix: url.to_string(),
+        })
     }
 
     /// Full upstream URI for a request path like `/v1/chat/completions` (plus optional query).
     pub(crate) fn uri(&self, path: &str, query: Option<&str>) -> Result<http::Uri, http::Error> {
-        let path = if self.strip_v1 { path.strip_prefix("/v1").unwrap_or(path) } else { path };
-        let mut s = String::with_capacity(self.prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+        let path = if self.strip_v1 {
+            path.strip_prefix("/v1").unwrap_or(path)
+        } else {
+            path
+        };
+        let mut s = String::with_capacity(
+            self.prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
         s.push_str(&self.prefix);
         s.push_str(path);
         if let Some(q) = query {
@@ -151,21 +164,32 @@ impl Upstream {
     /// Builds the upstream state from its spec (parses URLs, renders headers, creates the pool).
     pub fn new(spec: &UpstreamSpec) -> Result<Self, GatewayError> {
         let main = Endpoint::parse(&spec.provider, &spec.base_url, spec.base_includes_version)?;
-        let sidecar = spec.sidecar_url.as_deref().map(|u| Endpoint::parse(&spec.provider, u, false)).transpose()?;
+        let sidecar = spec
+            .sidecar_url
+            .as_deref()
+            .map(|u| Endpoint::parse(&spec.provider, u, false))
+            .transpose()?;
         let mut headers = HeaderMap::new();
         for (k, v) in &spec.headers {
             let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
-                GatewayError::Config(format!("provider {:?}: invalid header name {k:?}", spec.provider))
+                GatewayError::Config(format!(
+                    "provider {:?}: invalid header name {k:?}",
+                    spec.provider
+                ))
             })?;
             let mut value = HeaderValue::from_str(v).map_err(|_| {
                 // Never echo the value: it is a secret.
-                GatewayError::Config(format!("provider {:?}: header {k:?} has an invalid value", spec.provider))
+                GatewayError::Config(format!(
+                    "provider {:?}: header {k:?} has an invalid value",
+                    spec.provider
+                ))
             })?;
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        let provider_header = HeaderValue::from_str(&spec.provider)
-            .map_err(|_| GatewayError::Config(format!("invalid provider id {:?}", spec.provider)))?;
+        let provider_header = HeaderValue::from_str(&spec.provider).map_err(|_| {
+            GatewayError::Config(format!("invalid provider id {:?}", spec.provider))
+        })?;
         let limiter = spec.max_concurrency.map(|n| Limiter {
             sem: Arc::new(Semaphore::new(n.max(1) as usize)),
             waiting: AtomicUsize::new(0),
@@ -188,11 +212,16 @@ impl Upstream {
     /// Takes a concurrency slot: immediately when free, else waits in a bounded queue; a full
     /// queue or an expired wait gives [`GatewayError::Overloaded`].
     pub(crate) async fn acquire(&self) -> Result<Option<OwnedSemaphorePermit>, GatewayError> {
-        let Some(l) = &self.limiter else { return Ok(None) };
+        let Some(l) = &self.limiter else {
+            return Ok(None);
+        };
         if let Ok(p) = l.sem.clone().try_acquire_owned() {
             return Ok(Some(p));
         }
-        let overloaded = || GatewayError::Overloaded { provider: self.provider.to_string(), retry_after_s: 1 };
+        let overloaded = || GatewayError::Overloaded {
+            provider: self.provider.to_string(),
+            retry_after_s: 1,
+        };
         if l.waiting.fetch_add(1, Ordering::AcqRel) >= l.max_waiting {
             l.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(overloaded());
@@ -221,9 +250,15 @@ mod tests {
     #[test]
     fn endpoint_joins_paths() {
         let e = Endpoint::parse("p", "http://127.0.0.1:8080/", false).unwrap();
-        assert_eq!(e.uri("/v1/chat/completions", None).unwrap().to_string(), "http://127.0.0.1:8080/v1/chat/completions");
+        assert_eq!(
+            e.uri("/v1/chat/completions", None).unwrap().to_string(),
+            "http://127.0.0.1:8080/v1/chat/completions"
+        );
         let e = Endpoint::parse("p", "https://api.example.com/v1", true).unwrap();
-        assert_eq!(e.uri("/v1/embeddings", Some("a=1")).unwrap().to_string(), "https://api.example.com/v1/embeddings?a=1");
+        assert_eq!(
+            e.uri("/v1/embeddings", Some("a=1")).unwrap().to_string(),
+            "https://api.example.com/v1/embeddings?a=1"
+        );
         assert!(Endpoint::parse("p", "ftp://x", false).is_err());
         assert!(Endpoint::parse("p", "not a url", false).is_err());
     }
