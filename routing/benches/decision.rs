@@ -3,7 +3,7 @@
 use boo_routing::{
     CandidateFacts, FleetView, Lane, Liveness, LoadState, RequestFeatures, RoutePolicy, decide,
 };
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group};
 use std::hint::black_box;
 
 /// A fleet of `n` models spread over 10 providers with mixed states, liveness and measurements.
@@ -67,6 +67,14 @@ fn policy() -> RoutePolicy {
     .expect("valid policy")
 }
 
+fn request() -> RequestFeatures {
+    RequestFeatures {
+        est_prompt_tokens: 6_000,
+        max_tokens: Some(1_024),
+        ..Default::default()
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let p = policy();
     let req = RequestFeatures {
@@ -85,4 +93,32 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// `BOO_DECIDE_LOOP=<candidates>:<iterations>` runs the decision in a plain loop and exits,
+/// for CPU-time measurement with `perf stat` on a loaded machine (wall-clock medians from
+/// criterion include time spent waiting for a CPU).
+fn main() {
+    if let Ok(spec) = std::env::var("BOO_DECIDE_LOOP") {
+        let (n, iters) = spec
+            .split_once(':')
+            .expect("BOO_DECIDE_LOOP=<candidates>:<iterations>");
+        let (n, iters): (usize, u64) = (
+            n.parse().expect("candidates"),
+            iters.parse().expect("iterations"),
+        );
+        let (p, f) = (policy(), fleet(n));
+        let req = request();
+        let mut attempts = 0usize;
+        for _ in 0..iters {
+            attempts += decide(black_box(&p), black_box(&req), black_box(&f))
+                .attempts
+                .len();
+        }
+        println!("{iters} decisions over {n} candidates, {attempts} attempts");
+        return;
+    }
+    benches();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
+}

@@ -167,7 +167,7 @@ pub struct Decision {
     pub limits: Limits,
     /// Attempts in order; the first is the choice.
     pub attempts: Vec<Attempt>,
-    /// Every other candidate with the reason it was left out.
+    /// Every other candidate with the reason it was left out, in the order the policy names them.
     pub skipped: Vec<(ModelRef, SkipReason)>,
 }
 
@@ -177,17 +177,29 @@ impl Decision {
         self.attempts.first().map(|a| &a.model)
     }
 
-    /// Compact summary for logs and the `x-boo-route` header.
+    /// Compact summary for logs and the `x-boo-route` header: attempt ids in order, at most
+    /// [`COMPACT_SKIPPED_MAX`] filtered-out candidates as `id=code`, and counts for the rest
+    /// (so the header stays small with hundreds of candidates).
     pub fn compact(&self) -> CompactDecision {
+        let mut skipped = Vec::new();
+        let mut over_limit = 0;
+        let mut more = 0;
+        for (m, r) in &self.skipped {
+            if matches!(r, SkipReason::OverAttemptLimit { .. }) {
+                over_limit += 1;
+            } else if skipped.len() < COMPACT_SKIPPED_MAX {
+                skipped.push(format!("{m}={}", skip_code(r)));
+            } else {
+                more += 1;
+            }
+        }
         CompactDecision {
             policy: self.policy.clone(),
             rule: self.rule,
             attempts: self.attempts.iter().map(|a| a.model.to_string()).collect(),
-            skipped: self
-                .skipped
-                .iter()
-                .map(|(m, r)| format!("{m}={}", skip_code(r)))
-                .collect(),
+            skipped,
+            more_skipped: more,
+            over_limit,
         }
     }
 
@@ -234,7 +246,14 @@ fn ascii_json(s: &str) -> String {
     out
 }
 
-/// The compact form of a decision: attempt ids in order and `id=code` per skipped candidate.
+/// Filtered-out candidates listed by name in the compact form; the rest are counted.
+pub const COMPACT_SKIPPED_MAX: usize = 16;
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The compact form of a decision (see [`Decision::compact`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompactDecision {
     /// Policy name.
@@ -244,9 +263,15 @@ pub struct CompactDecision {
     pub rule: Option<usize>,
     /// Composite ids in attempt order.
     pub attempts: Vec<String>,
-    /// `composite=code` for every skipped candidate (see [`skip_code`]).
+    /// `composite=code` for filtered-out candidates (see [`skip_code`]), in policy order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// Filtered-out candidates beyond [`COMPACT_SKIPPED_MAX`], counted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_skipped: usize,
+    /// Eligible candidates ranked beyond `max_attempts`, counted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub over_limit: usize,
 }
 
 impl fmt::Display for Decision {
@@ -435,73 +460,56 @@ fn filter(
     None
 }
 
-/// Computes the decision for one request under `policy` over `fleet`.
-///
-/// Pure and deterministic: the same policy, request and fleet facts give the same decision.
-/// Every candidate the policy names ends up either in `attempts` or in `skipped`.
-pub fn decide<F: FleetFacts + ?Sized>(
-    policy: &RoutePolicy,
-    req: &RequestFeatures,
-    fleet: &F,
-) -> Decision {
-    let eff = policy.effective(req);
-    let all = fleet.all();
-    let need = req.needed_tokens();
+/// A candidate left out, with its static priority so the explanation keeps policy order.
+enum Left<'a> {
+    Missing(&'a ModelRef),
+    Filtered(u32, SkipReason),
+}
 
-    // Expand candidate specs into fleet indices with their static priority (first wins).
-    let mut seen = vec![false; all.len()];
-    let mut picked: Vec<(u32, u32)> = Vec::with_capacity(all.len().min(64));
-    let mut skipped: Vec<(ModelRef, SkipReason)> = Vec::new();
-    let mut push = |i: usize, picked: &mut Vec<(u32, u32)>| {
-        if let Some(s) = seen.get_mut(i)
-            && !*s
+/// Expands candidate specs into fleet indices (first position wins), filtering as it goes.
+struct Expansion<'a> {
+    all: &'a [CandidateFacts],
+    seen: Vec<bool>,
+    next_prio: u32,
+    ranked: Vec<Ranked>,
+    left: Vec<(u32, Left<'a>)>,
+}
+
+impl<'a> Expansion<'a> {
+    fn prio(&mut self) -> u32 {
+        let p = self.next_prio;
+        self.next_prio = self.next_prio.saturating_add(1);
+        p
+    }
+
+    fn missing(&mut self, m: &'a ModelRef) {
+        if !self
+            .left
+            .iter()
+            .any(|(_, l)| matches!(l, Left::Missing(x) if *x == m))
         {
-            *s = true;
-            let prio = u32::try_from(picked.len()).unwrap_or(u32::MAX);
-            picked.push((prio, u32::try_from(i).unwrap_or(u32::MAX)));
-        }
-    };
-    for spec in eff.candidates {
-        match spec {
-            CandidateSpec::Model(m) => match fleet.position(m) {
-                Some(i) => push(i, &mut picked),
-                None => {
-                    if !skipped.iter().any(|(s, _)| s == m) {
-                        skipped.push((m.clone(), SkipReason::NotInFleet));
-                    }
-                }
-            },
-            CandidateSpec::Provider(p) => {
-                for (i, c) in all.iter().enumerate() {
-                    if &c.model.provider == p {
-                        push(i, &mut picked);
-                    }
-                }
-            }
-            CandidateSpec::Tag(t) => {
-                for (i, c) in all.iter().enumerate() {
-                    if c.has_tag(t) {
-                        push(i, &mut picked);
-                    }
-                }
-            }
-            CandidateSpec::All => {
-                for i in 0..all.len() {
-                    push(i, &mut picked);
-                }
-            }
+            let p = self.prio();
+            self.left.push((p, Left::Missing(m)));
         }
     }
 
-    // Filter and rank.
-    let mut ranked: Vec<Ranked> = Vec::with_capacity(picked.len());
-    for &(prio, idx) in &picked {
-        let Some(c) = all.get(idx as usize) else {
-            continue;
-        };
-        if let Some(reason) = filter(c, req, need, &eff) {
-            skipped.push((c.model.clone(), reason));
-            continue;
+    fn visit(
+        &mut self,
+        i: usize,
+        req: &RequestFeatures,
+        need: u64,
+        eff: &crate::policy::Effective<'_>,
+    ) {
+        match self.seen.get_mut(i) {
+            Some(s) if !*s => *s = true,
+            _ => return,
+        }
+        let Some(c) = self.all.get(i) else { return };
+        let prio = self.prio();
+        let idx = u32::try_from(i).unwrap_or(u32::MAX);
+        if let Some(reason) = filter(c, req, need, eff) {
+            self.left.push((prio, Left::Filtered(idx, reason)));
+            return;
         }
         let demoted = Demotions {
             reconnecting: c.liveness == Liveness::Reconnecting,
@@ -510,7 +518,7 @@ pub fn decide<F: FleetFacts + ?Sized>(
             context_unknown: c.n_ctx.is_none(),
         };
         let mut keys = [0.0; MAX_KEYS];
-        let mut used: [bool; 5] = [false; 5];
+        let mut used = [false; 5];
         let mut k = 0;
         for &s in eff.order {
             let slot = s as usize;
@@ -523,7 +531,7 @@ pub fn decide<F: FleetFacts + ?Sized>(
             keys[k + 1] = b;
             k += 2;
         }
-        ranked.push(Ranked {
+        self.ranked.push(Ranked {
             demote: demoted.rank(),
             keys,
             prio,
@@ -531,23 +539,80 @@ pub fn decide<F: FleetFacts + ?Sized>(
             demoted,
         });
     }
+}
+
+/// Computes the decision for one request under `policy` over `fleet`.
+///
+/// Pure and deterministic: the same policy, request and fleet facts give the same decision.
+/// Every candidate the policy names ends up either in `attempts` (best first) or in
+/// `skipped` (in the order the policy names them).
+pub fn decide<F: FleetFacts + ?Sized>(
+    policy: &RoutePolicy,
+    req: &RequestFeatures,
+    fleet: &F,
+) -> Decision {
+    let eff = policy.effective(req);
+    let all = fleet.all();
+    let need = req.needed_tokens();
+
+    let mut x = Expansion {
+        all,
+        seen: vec![false; all.len()],
+        next_prio: 0,
+        ranked: Vec::with_capacity(all.len().min(256)),
+        left: Vec::new(),
+    };
+    for spec in eff.candidates {
+        match spec {
+            CandidateSpec::Model(m) => match fleet.position(m) {
+                Some(i) => x.visit(i, req, need, &eff),
+                None => x.missing(m),
+            },
+            CandidateSpec::Provider(p) => {
+                for (i, c) in all.iter().enumerate() {
+                    if &c.model.provider == p {
+                        x.visit(i, req, need, &eff);
+                    }
+                }
+            }
+            CandidateSpec::Tag(t) => {
+                for (i, c) in all.iter().enumerate() {
+                    if c.has_tag(t) {
+                        x.visit(i, req, need, &eff);
+                    }
+                }
+            }
+            CandidateSpec::All => {
+                for i in 0..all.len() {
+                    x.visit(i, req, need, &eff);
+                }
+            }
+        }
+    }
+    let Expansion {
+        mut ranked,
+        left,
+        ..
+    } = x;
+
+    // Only the best `max_attempts` need a full order: select them, sort them, and leave the
+    // rest (explained as over the limit) in policy order.
+    let max = eff.limits.max_attempts as usize;
+    let mut over: Vec<(u32, u32)> = Vec::new();
+    if ranked.len() > max {
+        if max > 0 {
+            ranked.select_nth_unstable_by(max - 1, cmp_ranked);
+        }
+        over.extend(ranked.drain(max..).map(|r| (r.prio, r.idx)));
+        over.sort_unstable();
+    }
     ranked.sort_unstable_by(cmp_ranked);
 
-    let max = eff.limits.max_attempts as usize;
-    let mut attempts = Vec::with_capacity(ranked.len().min(max));
-    for (n, r) in ranked.iter().enumerate() {
+    let mut attempts = Vec::with_capacity(ranked.len());
+    for r in &ranked {
         let Some(c) = all.get(r.idx as usize) else {
             continue;
         };
-        if n >= max {
-            skipped.push((
-                c.model.clone(),
-                SkipReason::OverAttemptLimit {
-                    max_attempts: eff.limits.max_attempts,
-                },
-            ));
-            continue;
-        }
         let local = c.lane == Lane::Local;
         let cold = local && is_cold_state(c.state);
         attempts.push(Attempt {
@@ -568,6 +633,32 @@ pub fn decide<F: FleetFacts + ?Sized>(
             demoted: r.demoted,
         });
     }
+
+    // `left` is already in policy order; merge the over-limit ones back in.
+    let over_reason = SkipReason::OverAttemptLimit {
+        max_attempts: eff.limits.max_attempts,
+    };
+    let mut skipped = Vec::with_capacity(left.len() + over.len());
+    let mut over = over.into_iter().peekable();
+    let mut push_over_until = |prio: u32, skipped: &mut Vec<(ModelRef, SkipReason)>| {
+        while let Some((_, idx)) = over.next_if(|(p, _)| *p < prio || prio == u32::MAX) {
+            if let Some(c) = all.get(idx as usize) {
+                skipped.push((c.model.clone(), over_reason.clone()));
+            }
+        }
+    };
+    for (prio, l) in left {
+        push_over_until(prio, &mut skipped);
+        match l {
+            Left::Missing(m) => skipped.push((m.clone(), SkipReason::NotInFleet)),
+            Left::Filtered(idx, reason) => {
+                if let Some(c) = all.get(idx as usize) {
+                    skipped.push((c.model.clone(), reason));
+                }
+            }
+        }
+    }
+    push_over_until(u32::MAX, &mut skipped);
 
     Decision {
         policy: policy.name.clone(),

@@ -1,5 +1,6 @@
 //! Unit tests: one per strategy and filter, plus explanation output.
 
+use crate::decide::COMPACT_SKIPPED_MAX;
 use crate::*;
 use serde_json::json;
 
@@ -519,4 +520,26 @@ fn decision_json_round_trips() {
     assert_eq!(v["attempts"][0]["model"], json!("a/x"));
     let back: Decision = serde_json::from_value(v).unwrap();
     assert_eq!(back, d);
+}
+
+#[test]
+fn compact_form_stays_small_with_many_candidates() {
+    let mut facts: Vec<CandidateFacts> = (0..40)
+        .map(|i| with(&format!("a/down-{i:02}"), |c| c.liveness = Liveness::Down))
+        .collect();
+    facts.extend((0..10).map(|i| ready(&format!("b/up-{i:02}"))));
+    let p = policy(
+        json!({"name": "auto", "candidates": ["*"], "order": ["priority"], "limits": {"max_attempts": 2}}),
+    );
+    let d = decide(&p, &req(10, None), &FleetView::new(facts));
+    let c = d.compact();
+    assert_eq!(c.attempts, vec!["b/up-00", "b/up-01"]);
+    assert_eq!(c.skipped.len(), COMPACT_SKIPPED_MAX);
+    assert_eq!(c.skipped[0], "a/down-00=down");
+    assert_eq!(c.more_skipped, 40 - COMPACT_SKIPPED_MAX);
+    assert_eq!(c.over_limit, 8);
+    assert!(d.header_value().len() < 1024, "{}", d.header_value());
+    // The full decision still explains every candidate, in policy order.
+    assert_eq!(d.skipped.len(), 48);
+    assert_eq!(d.skipped[47].0.to_string(), "b/up-09");
 }
