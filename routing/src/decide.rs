@@ -590,9 +590,7 @@ pub fn decide<F: FleetFacts + ?Sized>(
         }
     }
     let Expansion {
-        mut ranked,
-        left,
-        ..
+        mut ranked, left, ..
     } = x;
 
     // Only the best `max_attempts` need a full order: select them, sort them, and leave the

@@ -284,11 +284,14 @@ proptest! {
         for a in &d.attempts {
             prop_assert!(a.n_ctx.is_none_or(|n| u64::from(n) >= need), "{d}");
         }
-        // And a known fit outranks an unknown n_ctx when nothing else differs in demotions.
-        if let (Some(first), true) = (d.attempts.first(), d.attempts.iter().any(|a| a.n_ctx.is_some() && !a.demoted.reconnecting && !a.demoted.over_max_wait)) {
-            if !first.demoted.reconnecting && !first.demoted.over_max_wait {
-                prop_assert!(first.n_ctx.is_some(), "{d}");
-            }
+        // And a known fit outranks an unknown n_ctx when no stronger demotion differs.
+        let strong = |a: &boo_routing::Attempt| a.demoted.reconnecting || a.demoted.over_max_wait;
+        let known_fit_unhindered = d.attempts.iter().any(|a| a.n_ctx.is_some() && !strong(a));
+        if let Some(first) = d.attempts.first()
+            && known_fit_unhindered
+            && !strong(first)
+        {
+            prop_assert!(first.n_ctx.is_some(), "{d}");
         }
         for (_, why) in &d.skipped {
             if let SkipReason::ContextTooSmall { need: n, n_ctx } = why {
