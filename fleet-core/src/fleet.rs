@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Lease, Liveness, LivenessState, ModelState, ModelStatus};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The latest performance reading of a host (summed over its GPUs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,11 +167,32 @@ pub enum Applied {
 struct Board {
     hosts: Vec<HostSnapshot>,
     retired: BTreeMap<String, u64>,
+    /// Position of each host in `hosts`.
+    index: HashMap<String, usize>,
 }
 
 impl Board {
+    fn from_snapshot(s: FleetSnapshot) -> Self {
+        let mut b = Board {
+            hosts: s.hosts,
+            retired: s.retired,
+            index: HashMap::new(),
+        };
+        b.reindex();
+        b
+    }
+
+    fn reindex(&mut self) {
+        self.index = self
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.provider.clone(), i))
+            .collect();
+    }
+
     fn pos(&self, provider: &str) -> Option<usize> {
-        self.hosts.iter().position(|h| h.provider == provider)
+        self.index.get(provider).copied()
     }
 
     fn seq(&self, provider: &str) -> u64 {
@@ -196,12 +217,16 @@ impl Board {
                 self.retired.remove(&d.provider);
                 match self.pos(&d.provider) {
                     Some(i) => self.hosts[i] = host,
-                    None => self.hosts.push(host),
+                    None => {
+                        self.index.insert(d.provider.clone(), self.hosts.len());
+                        self.hosts.push(host);
+                    }
                 }
             }
             Change::HostRemoved => {
                 if let Some(i) = self.pos(&d.provider) {
                     self.hosts.remove(i);
+                    self.reindex();
                 }
                 self.retired.insert(d.provider.clone(), d.seq);
             }
@@ -555,10 +580,7 @@ impl FleetView {
     /// Installs a snapshot (the first one, or a resync), then replays buffered deltas newer
     /// than it. Clears [`FleetView::needs_resync`] unless the replay finds a gap.
     pub fn apply_snapshot(&mut self, snapshot: FleetSnapshot) {
-        self.board = Some(Board {
-            hosts: snapshot.hosts,
-            retired: snapshot.retired,
-        });
+        self.board = Some(Board::from_snapshot(snapshot));
         self.needs_resync = false;
         for d in std::mem::take(&mut self.pending) {
             self.apply_delta(d);
@@ -603,7 +625,8 @@ impl FleetView {
 
     /// One host.
     pub fn host(&self, provider: &str) -> Option<&HostSnapshot> {
-        self.hosts().iter().find(|h| h.provider == provider)
+        let b = self.board.as_ref()?;
+        b.pos(provider).map(|i| &b.hosts[i])
     }
 
     /// The view as a snapshot (`None` before the first snapshot).
