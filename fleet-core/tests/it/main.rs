@@ -3,4 +3,5 @@
 mod backoff;
 mod purity;
 mod queue;
+mod sim;
 mod view;
