@@ -38,7 +38,7 @@ proptest! {
         let mut fleet = FleetState::new();
         let mut view = FleetView::new();
         view.apply_snapshot(fleet.snapshot());
-        let mut publish = |fleet_deltas: Vec<boo_fleet_core::Delta>, view: &mut FleetView| {
+        let publish = |fleet_deltas: Vec<boo_fleet_core::Delta>, view: &mut FleetView| {
             for d in fleet_deltas {
                 view.apply_delta(d);
             }
