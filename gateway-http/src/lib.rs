@@ -246,3 +246,124 @@ impl Body for RespBody {
         }
     }
 }
+
+/// Everything [`run`] needs besides the shutdown trigger.
+pub struct RunOptions {
+    /// The loaded registry (providers, gateway settings).
+    pub registry: Arc<boo_provider_registry::Registry>,
+    /// Listen address; default: the registry's `gateway.listen`, else `127.0.0.1:9503`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Where finished-request records go.
+    pub sink: Arc<dyn TelemetrySink>,
+    /// Inventory poll interval (`GET /v1/models` of each host).
+    pub poll_every: Duration,
+    /// Favorites for `/api/models`.
+    pub favorites: Option<Box<dyn Fn() -> Vec<String> + Send + Sync>>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunOptions {
+    /// Options with defaults: no telemetry, 10 s inventory polling, registry listen address.
+    pub fn new(registry: Arc<boo_provider_registry::Registry>) -> Self {
+        Self {
+            registry,
+            listen: None,
+            sink: Arc::new(NoopSink),
+            poll_every: Duration::from_secs(10),
+            favorites: None,
+        }
+    }
+
+    /// The address [`run`] binds: `listen`, else the registry's `gateway.listen`, else `127.0.0.1:9503`.
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, GatewayError> {
+        if let Some(a) = self.listen {
+            return Ok(a);
+        }
+        match &self.registry.gateway().listen {
+            Some(s) => s.parse().map_err(|e| {
+                GatewayError::Config(format!("gateway.listen {s:?} is not an address: {e}"))
+            }),
+            None => Ok(std::net::SocketAddr::from(([127, 0, 0, 1], 9503))),
+        }
+    }
+}
+
+/// Binds the listen address and serves until `shutdown` completes: the whole gateway startup
+/// (registry router, inventory poller, upstream pools, client keys, body limit) in one call,
+/// shared by `examples/gateway.rs` and `booctl serve`.
+pub async fn run<F>(opts: RunOptions, shutdown: F) -> Result<(), GatewayError>
+where
+    F: Future<Output = ()> + Send,
+{
+    let addr = opts.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| GatewayError::Config(format!("cannot listen on {addr}: {e}")))?;
+    run_on(listener, opts, shutdown).await
+}
+
+/// Like [`run`] on an already bound listener (tests bind port 0 and read the address first).
+pub async fn run_on<F>(
+    listener: tokio::net::TcpListener,
+    opts: RunOptions,
+    shutdown: F,
+) -> Result<(), GatewayError>
+where
+    F: Future<Output = ()> + Send,
+{
+    let reg = opts.registry.clone();
+    let mut router = RegistryRouter::new(reg.clone());
+    if let Some(f) = opts.favorites {
+        router = router.with_favorites(f);
+    }
+    let router = Arc::new(router);
+    let poller = router.spawn_poller(opts.poll_every);
+    let settings = reg.gateway();
+    let cfg = GatewayConfig {
+        max_body_bytes: settings.max_body_bytes.unwrap_or(32 * 1024 * 1024),
+        api_keys: settings
+            .api_keys
+            .iter()
+            .map(|k| k.expose().to_string())
+            .filter(|k| !k.is_empty())
+            .collect(),
+        ..GatewayConfig::default()
+    };
+    let gw = Gateway::new(cfg, router, &upstream_specs(&reg), opts.sink)?;
+    if let Ok(a) = listener.local_addr() {
+        tracing::info!(addr = %a, providers = reg.providers().len(), "gateway listening");
+    }
+    let r = gw.serve(listener, shutdown).await;
+    poller.abort();
+    r
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
