@@ -572,12 +572,16 @@ pub fn parse_event(json: &str) -> Result<SwapEvent, Error> {
 
 fn parse_model_status(v: &Value) -> Result<Vec<ModelStatusEntry>, Error> {
     const W: &str = "modelStatus event";
-    let Value::Array(items) = v else {
-        return Err(Error::wire(
-            W,
-            "data",
-            format!("expected an array, got {}", kind(v)),
-        ));
+    let items = match v {
+        Value::Array(items) => items.as_slice(),
+        Value::Null => &[], // a Go nil slice: no models configured
+        other => {
+            return Err(Error::wire(
+                W,
+                "data",
+                format!("expected an array, got {}", kind(other)),
+            ));
+        }
     };
     items
         .iter()

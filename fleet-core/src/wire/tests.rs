@@ -426,3 +426,22 @@ fn slots_count_busy_ones() {
     assert_eq!(s, SlotsSummary { total: 2, busy: 1 });
     assert!(parse_slots(r#"{"error":{"code":501,"message":"This server does not support slots endpoint.","type":"not_supported_error"}}"#).is_err());
 }
+
+#[test]
+fn go_nil_slices_arrive_as_null() {
+    assert_eq!(
+        parse_event(r#"{"type":"modelStatus","data":"null"}"#).unwrap(),
+        SwapEvent::ModelStatus(Vec::new())
+    );
+    assert_eq!(
+        parse_event(
+            r#"{"type":"inflight","data":"{\"operation\":\"snapshot\",\"requests\":null}"}"#
+        )
+        .unwrap(),
+        SwapEvent::InFlight(InFlight::Snapshot(Vec::new()))
+    );
+    assert_eq!(
+        parse_event(r#"{"type":"metrics","data":"null"}"#).unwrap(),
+        SwapEvent::Metrics(Vec::new())
+    );
+}
