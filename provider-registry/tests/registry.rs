@@ -683,3 +683,41 @@ fn schema_matches_the_validator_keys() {
         assert!(kinds.contains(&format!("\"{}\"", k.as_str())), "{kinds}");
     }
 }
+
+#[test]
+fn url_for_follows_the_v1_rule_per_kind() {
+    let t = |kind, base: &str| Target {
+        base_url: base.to_owned(),
+        via_sidecar: false,
+        kind,
+        headers: vec![],
+    };
+    let cloud = t(ProviderKind::Openai, "https://api.deepseek.com/v1");
+    assert_eq!(
+        cloud.url_for("/v1/embeddings"),
+        "https://api.deepseek.com/v1/embeddings"
+    );
+    assert_eq!(
+        cloud.url_for("v1/models"),
+        "https://api.deepseek.com/v1/models"
+    );
+    assert_eq!(cloud.url_for("/v1"), "https://api.deepseek.com/v1");
+    // Only a whole "/v1" segment is dropped.
+    assert_eq!(cloud.url_for("/v10/x"), "https://api.deepseek.com/v1/v10/x");
+    assert_eq!(
+        cloud.url_for("/health"),
+        "https://api.deepseek.com/v1/health"
+    );
+    for kind in [
+        ProviderKind::LlamaSwap,
+        ProviderKind::LlamaServer,
+        ProviderKind::Gateway,
+    ] {
+        let local = t(kind, "http://h:8080");
+        assert_eq!(
+            local.url_for("/v1/chat/completions"),
+            "http://h:8080/v1/chat/completions"
+        );
+        assert_eq!(local.url_for("/running"), "http://h:8080/running");
+    }
+}
