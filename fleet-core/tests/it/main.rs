@@ -5,3 +5,4 @@ mod purity;
 mod queue;
 mod sim;
 mod view;
+mod wire;
