@@ -1,9 +1,14 @@
 //! Decision time for 10 and 200 candidates (targets: ≤ 2 µs and ≤ 20 µs).
+//!
+//! Two groups: `decide` (criterion's wall clock) and `decide_cpu` (the benchmark thread's CPU
+//! time from `/proc/thread-self/schedstat`), because on a shared, loaded machine wall-clock
+//! samples also count the time the thread waits for a CPU.
 
 use boo_routing::{
     CandidateFacts, FleetView, Lane, Liveness, LoadState, RequestFeatures, RoutePolicy, decide,
 };
-use criterion::{BenchmarkId, Criterion, criterion_group};
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use std::hint::black_box;
 
 /// A fleet of `n` models spread over 10 providers with mixed states, liveness and measurements.
@@ -92,7 +97,91 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// The calling thread's CPU time in ns (`/proc/thread-self/schedstat`, first field).
+/// The kernel refreshes that figure on scheduling events, so yield first to make it current.
+fn thread_cpu_ns() -> u64 {
+    std::thread::yield_now();
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Criterion measurement of thread CPU time.
+struct ThreadCpu;
+
+struct NsFormatter;
+
+impl ValueFormatter for NsFormatter {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (div, unit) = if typical < 1e3 {
+            (1.0, "ns")
+        } else if typical < 1e6 {
+            (1e3, "µs")
+        } else {
+            (1e6, "ms")
+        };
+        values.iter_mut().for_each(|v| *v /= div);
+        unit
+    }
+
+    fn scale_throughputs(&self, _typical: f64, throughput: &Throughput, values: &mut [f64]) -> &'static str {
+        let n = match throughput {
+            Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => *n as f64,
+            _ => 1.0,
+        };
+        values.iter_mut().for_each(|v| *v = n * 1e9 / *v);
+        "elem/s"
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+impl Measurement for ThreadCpu {
+    type Intermediate = u64;
+    type Value = u64;
+
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns().saturating_sub(start)
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &NsFormatter
+    }
+}
+
+fn bench_cpu(c: &mut Criterion<ThreadCpu>) {
+    let p = policy();
+    let req = request();
+    let mut g = c.benchmark_group("decide_cpu");
+    for n in [10usize, 200] {
+        let f = fleet(n);
+        g.bench_with_input(BenchmarkId::from_parameter(n), &f, |b, f| {
+            b.iter(|| decide(black_box(&p), black_box(&req), black_box(f)))
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(benches, bench);
+criterion_group! {
+    name = benches_cpu;
+    config = Criterion::default().with_measurement(ThreadCpu);
+    targets = bench_cpu
+}
 
 /// `BOO_DECIDE_LOOP=<candidates>:<iterations>` runs the decision in a plain loop and exits,
 /// for CPU-time measurement with `perf stat` on a loaded machine (wall-clock medians from
@@ -118,6 +207,7 @@ fn main() {
         return;
     }
     benches();
+    benches_cpu();
     criterion::Criterion::default()
         .configure_from_args()
         .final_summary();
