@@ -37,6 +37,7 @@
 //! `Authorization` never reaches a provider that has its own key; secrets never appear in logs
 //! or error bodies.
 
+pub mod control;
 mod error;
 mod metrics;
 mod proxy;

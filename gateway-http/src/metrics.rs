@@ -70,11 +70,16 @@ pub struct Series {
     pub overhead: Histogram,
 }
 
+/// Composite model → (provider, series).
+type SeriesMap = HashMap<Box<str>, (Box<str>, Arc<Series>)>;
+type CounterGetter = fn(&Series) -> f64;
+type HistGetter = fn(&Series) -> &Histogram;
+
 /// All gateway metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Keyed by the composite model (which already names the provider).
-    series: RwLock<HashMap<Box<str>, (Box<str>, Arc<Series>)>>,
+    series: RwLock<SeriesMap>,
     unrouted: Series,
 }
 
@@ -120,7 +125,7 @@ impl Metrics {
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all.insert(0, ("provider=\"\",model=\"\"".to_string(), &self.unrouted));
-        let counters: [(&str, &str, fn(&Series) -> f64); 3] = [
+        let counters: [(&str, &str, CounterGetter); 3] = [
             ("boo_gateway_requests_total", "counter", |s| {
                 s.requests.load(Relaxed) as f64
             }),
@@ -137,7 +142,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{l}}} {}", get(s));
             }
         }
-        let hists: [(&str, fn(&Series) -> &Histogram); 3] = [
+        let hists: [(&str, HistGetter); 3] = [
             ("boo_gateway_upstream_latency_seconds", |s| {
                 &s.upstream_latency
             }),

@@ -89,15 +89,11 @@ fn skip_value(b: &[u8], i: usize) -> Result<usize, SkimError> {
                         continue;
                     }
                     c @ (b'{' | b'[') => stack.push(c),
-                    b'}' => {
-                        if stack.pop() != Some(b'{') {
-                            return Err(malformed("mismatched '}'", j));
-                        }
+                    b'}' if stack.pop() != Some(b'{') => {
+                        return Err(malformed("mismatched '}'", j));
                     }
-                    b']' => {
-                        if stack.pop() != Some(b'[') {
-                            return Err(malformed("mismatched ']'", j));
-                        }
+                    b']' if stack.pop() != Some(b'[') => {
+                        return Err(malformed("mismatched ']'", j));
                     }
                     _ => {}
                 }

@@ -193,6 +193,9 @@ async fn same_wire_model_on_two_providers_reaches_its_own_host() {
     );
 }
 
+/// path, headers, body, expected status, expected error code.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String, u16, &'a str);
+
 #[tokio::test]
 async fn bad_requests_get_clear_4xx_and_never_reach_upstream() {
     let cfg = GatewayConfig {
@@ -201,7 +204,7 @@ async fn bad_requests_get_clear_4xx_and_never_reach_upstream() {
     };
     let h = harness(cfg).await;
     let long_source = "s".repeat(65);
-    let cases: Vec<(&str, Vec<(&str, &str)>, String, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "/v1/chat/completions",
             vec![],
