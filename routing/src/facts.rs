@@ -103,7 +103,8 @@ pub struct CandidateFacts {
     /// Liveness of the host serving the model.
     #[serde(default)]
     pub liveness: Liveness,
-    /// Load state of the model on its host (`unknown` for clouds and bare llama-server).
+    /// Load state of the model on its host. Map a healthy bare llama-server (which always has
+    /// its one model loaded) to `ready`; clouds may stay `unknown` (their lane counts as warm).
     #[serde(default = "unknown_state")]
     pub state: LoadState,
     /// Real per-slot context window (`n_ctx` / slots), if known.

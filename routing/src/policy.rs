@@ -33,7 +33,8 @@
 //!   (estimated service time from measured prompt and generation tok/s; unmeasured last),
 //!   `best_score` (advisory score, highest first; unscored last), `cheapest` (local before
 //!   cloud, then estimated price of this request; unpriced cloud models last).
-//!   Default: `["prefer_loaded"]`. Static priority then composite id always break remaining ties.
+//!   Default: `["prefer_loaded"]`; `[]` means static priority only. Static priority then
+//!   composite id always break remaining ties.
 //! * `filters.max_wait_ms`: a **local** candidate whose queue wait estimate exceeds it is
 //!   demoted behind every candidate that does not (it spills to the next one, e.g. to cloud).
 //!   `filters.lanes`: only candidates in these lanes are eligible (default: both).
@@ -552,10 +553,12 @@ impl Reader {
         match v.as_u64() {
             Some(n) if n <= max => Some(n),
             _ => {
-                self.bad(
-                    join(path, key),
-                    format!("expected an integer from 0 to {max}, got {}", show(v)),
-                );
+                let want = if max == u64::MAX {
+                    "a non-negative integer".to_owned()
+                } else {
+                    format!("an integer from 0 to {max}")
+                };
+                self.bad(join(path, key), format!("expected {want}, got {}", show(v)));
                 None
             }
         }

@@ -353,6 +353,73 @@ proptest! {
     }
 }
 
+/// Arbitrary JSON, biased towards policy-shaped objects.
+fn json() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        (-1e9f64..1e9).prop_map(Value::from),
+        prop_oneof![
+            Just("auto".to_owned()),
+            Just("auto:code".to_owned()),
+            Just("tag:code".to_owned()),
+            Just("a/*".to_owned()),
+            Just("prefer_loaded".to_owned()),
+            "[a-z:/*]{0,12}",
+        ]
+        .prop_map(Value::String),
+    ];
+    let keys = prop_oneof![
+        Just("name"),
+        Just("candidates"),
+        Just("order"),
+        Just("filters"),
+        Just("limits"),
+        Just("rules"),
+        Just("when"),
+        Just("max_wait_ms"),
+        Just("lanes"),
+        Just("max_attempts"),
+        Just("first_byte_ms"),
+        Just("min_prompt_tokens"),
+        Just("source"),
+        Just("x")
+    ];
+    leaf.prop_recursive(4, 48, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::vec((keys.clone(), inner), 0..6).prop_map(|kv| Value::Object(
+                kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+            )),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn valid_policies_round_trip_through_json(p in policy()) {
+        prop_assert!(p.validate().is_empty(), "{:?}", p.validate());
+        let v = serde_json::to_value(&p).unwrap();
+        prop_assert_eq!(RoutePolicy::from_json(&v).unwrap(), p);
+    }
+
+    #[test]
+    fn arbitrary_json_never_panics_and_errors_name_a_path(v in json()) {
+        match RoutePolicy::from_json(&v) {
+            Ok(p) => prop_assert!(p.validate().is_empty()),
+            Err(boo_routing::RoutingError::InvalidPolicy { problems }) => {
+                prop_assert!(!problems.is_empty());
+                prop_assert!(problems.iter().all(|p| !p.path.is_empty() && !p.message.is_empty()));
+            }
+            Err(e) => prop_assert!(false, "unexpected error {e}"),
+        }
+    }
+}
+
 fn view_facts(v: &FleetView) -> impl Iterator<Item = &CandidateFacts> {
     use boo_routing::FleetFacts;
     v.all().iter()
