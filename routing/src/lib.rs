@@ -12,7 +12,8 @@
 //!
 //! Main types: [`RoutePolicy`] / [`PolicySet`] (the JSON format is documented in [`policy`]),
 //! [`decide()`], [`Decision`] (Display explains it, serde JSON for telemetry,
-//! [`Decision::header_value`] for `x-boo-route`), [`Failover`], [`advisory_scores`].
+//! [`Decision::header_value`] for `x-boo-route`), [`Failover`], [`advisory_scores`], and
+//! [`RequestFeatures::from_body`] with a calibrated [`TokenEstimator`] for the prompt size.
 //!
 //! ```
 //! use boo_routing::{
@@ -71,6 +72,7 @@ pub mod error;
 pub mod facts;
 pub mod failover;
 pub mod policy;
+pub mod request;
 pub mod score;
 
 pub use boo_model_ref::{LoadState, ModelRef, ProviderId};
@@ -83,4 +85,5 @@ pub use failover::{
     AttemptLog, AttemptPlan, Failover, FailoverReport, Failure, Final, Outcome, Step, Verdict,
 };
 pub use policy::{CandidateSpec, Filters, Limits, Match, PolicySet, RoutePolicy, Rule, Strategy};
+pub use request::{PromptShape, TokenEstimator};
 pub use score::{ScoreRow, advisory_score, advisory_scores};
