@@ -30,7 +30,14 @@ pub(crate) struct Row {
 
 pub(crate) fn rfc3339(ts: SystemTime, secs_only: bool) -> String {
     let dt: DateTime<Utc> = ts.into();
-    dt.to_rfc3339_opts(if secs_only { SecondsFormat::Secs } else { SecondsFormat::Nanos }, true)
+    dt.to_rfc3339_opts(
+        if secs_only {
+            SecondsFormat::Secs
+        } else {
+            SecondsFormat::Nanos
+        },
+        true,
+    )
 }
 
 impl Row {
@@ -143,7 +150,9 @@ impl Activity {
             self.captures.insert(id, c);
             self.capture_order.push_back(id);
             while self.capture_bytes > self.capture_cap {
-                let Some(old) = self.capture_order.pop_front() else { break };
+                let Some(old) = self.capture_order.pop_front() else {
+                    break;
+                };
                 if let Some(c) = self.captures.remove(&old) {
                     self.capture_bytes -= c.size();
                 }
@@ -176,18 +185,41 @@ impl Activity {
             match k.as_str() {
                 "model" => models.push(v),
                 "start" | "end" => {
-                    let t = DateTime::parse_from_rfc3339(&v).map_err(|_| format!("invalid {k}: {v}"))?;
+                    let t = DateTime::parse_from_rfc3339(&v)
+                        .map_err(|_| format!("invalid {k}: {v}"))?;
                     let t = SystemTime::from(t.with_timezone(&Utc));
-                    if k == "start" { start = Some(t) } else { end = Some(t) }
+                    if k == "start" {
+                        start = Some(t)
+                    } else {
+                        end = Some(t)
+                    }
                 }
                 "min_id" | "max_id" => {
-                    let n: u64 = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| format!("invalid {k}: {v}"))?;
-                    if k == "min_id" { min_id = Some(n) } else { max_id = Some(n) }
+                    let n: u64 = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| format!("invalid {k}: {v}"))?;
+                    if k == "min_id" {
+                        min_id = Some(n)
+                    } else {
+                        max_id = Some(n)
+                    }
                 }
                 "limit" => {
-                    limit = v.parse().ok().filter(|n| (1..=999).contains(n)).ok_or_else(|| format!("invalid limit: {v}"))?;
+                    limit = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=999).contains(n))
+                        .ok_or_else(|| format!("invalid limit: {v}"))?;
                 }
-                "page" => page = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| format!("invalid page: {v}"))?,
+                "page" => {
+                    page = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| format!("invalid page: {v}"))?
+                }
                 "order" => {
                     asc = match v.as_str() {
                         "asc" => true,
@@ -197,8 +229,19 @@ impl Activity {
                 }
                 "sort" => {
                     const KEYS: [&str; 13] = [
-                        "id", "time", "model", "req_path", "resp_status_code", "resp_content_type", "cached", "prompt",
-                        "generated", "drafted", "prompt_speed", "gen_speed", "duration",
+                        "id",
+                        "time",
+                        "model",
+                        "req_path",
+                        "resp_status_code",
+                        "resp_content_type",
+                        "cached",
+                        "prompt",
+                        "generated",
+                        "drafted",
+                        "prompt_speed",
+                        "gen_speed",
+                        "duration",
                     ];
                     if !KEYS.contains(&v.as_str()) {
                         return Err(format!("invalid sort: {v}"));
@@ -214,8 +257,13 @@ impl Activity {
             .filter(|r| models.is_empty() || models.contains(&r.model))
             .filter(|r| min_id.is_none_or(|m| r.id >= m) && max_id.is_none_or(|m| r.id <= m))
             .filter(|r| {
-                let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                start.is_none_or(|s| secs(r.ts) >= secs(s)) && end.is_none_or(|e| secs(r.ts) <= secs(e))
+                let secs = |t: SystemTime| {
+                    t.duration_since(SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0)
+                };
+                start.is_none_or(|s| secs(r.ts) >= secs(s))
+                    && end.is_none_or(|e| secs(r.ts) <= secs(e))
             })
             .collect();
         let key = |r: &Row| -> f64 {
@@ -233,25 +281,44 @@ impl Activity {
         match sort.as_str() {
             "model" => rows.sort_by(|a, b| a.model.cmp(&b.model).then(a.id.cmp(&b.id))),
             "req_path" => rows.sort_by(|a, b| a.req_path.cmp(&b.req_path).then(a.id.cmp(&b.id))),
-            "resp_content_type" => rows.sort_by(|a, b| a.resp_content_type.cmp(&b.resp_content_type).then(a.id.cmp(&b.id))),
+            "resp_content_type" => rows.sort_by(|a, b| {
+                a.resp_content_type
+                    .cmp(&b.resp_content_type)
+                    .then(a.id.cmp(&b.id))
+            }),
             _ => rows.sort_by(|a, b| key(a).total_cmp(&key(b)).then(a.id.cmp(&b.id))),
         }
         if !asc {
             rows.reverse();
         }
         let total = rows.len();
-        let data: Vec<Value> =
-            rows.iter().skip((page - 1) * limit).take(limit).map(|r| self.row_json(r, ver)).collect();
-        Ok(json!({"data": data, "page": page, "limit": limit, "total": total, "total_pages": total.div_ceil(limit)}))
+        let data: Vec<Value> = rows
+            .iter()
+            .skip((page - 1) * limit)
+            .take(limit)
+            .map(|r| self.row_json(r, ver))
+            .collect();
+        Ok(
+            json!({"data": data, "page": page, "limit": limit, "total": total, "total_pages": total.div_ceil(limit)}),
+        )
     }
 
     /// `GET /api/metrics/stats` (v236+).
     pub(crate) fn stats(&self, query: Option<&str>) -> Value {
-        let models: Vec<String> =
-            parse_query(query).into_iter().filter(|(k, _)| k == "model").map(|(_, v)| v).collect();
-        let rows: Vec<&Row> = self.rows.iter().filter(|r| models.is_empty() || models.contains(&r.model)).collect();
+        let models: Vec<String> = parse_query(query)
+            .into_iter()
+            .filter(|(k, _)| k == "model")
+            .map(|(_, v)| v)
+            .collect();
+        let rows: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| models.is_empty() || models.contains(&r.model))
+            .collect();
         let sum = |f: fn(&Row) -> i64| rows.iter().map(|r| f(r).max(0)).sum::<i64>();
-        let hist = |f: fn(&Row) -> f64| histogram(rows.iter().map(|r| f(r)).filter(|v| *v > 0.0).collect());
+        let hist = |f: fn(&Row) -> f64| {
+            histogram(rows.iter().map(|r| f(r)).filter(|v| *v > 0.0).collect())
+        };
         json!({
             "total_requests": rows.len(),
             "total_input_tokens": sum(|r| r.input_tokens),
@@ -300,7 +367,8 @@ fn pct_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
                     Ok(v) => {
                         out.push(v);
                         i += 2;
@@ -352,6 +420,10 @@ pub(crate) fn performance(
             }));
         }
     }
-    let gpu_stats = if gpus.is_empty() && after.is_none() { Value::Null } else { Value::Array(gpus) };
+    let gpu_stats = if gpus.is_empty() && after.is_none() {
+        Value::Null
+    } else {
+        Value::Array(gpus)
+    };
     json!({"enabled": true, "sys_stats": sys, "gpu_stats": gpu_stats})
 }

@@ -24,7 +24,10 @@ pub struct ClientResponse {
 impl ClientResponse {
     /// First value of a header (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     /// The body as UTF-8 text (lossy).
     pub fn text(&self) -> String {
@@ -49,7 +52,9 @@ pub struct Conn {
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn").field("authority", &self.authority).finish()
+        f.debug_struct("Conn")
+            .field("authority", &self.authority)
+            .finish()
     }
 }
 
@@ -64,14 +69,20 @@ impl Conn {
     /// When the TCP connection or handshake fails.
     pub async fn connect(base_url: &str) -> Result<Conn, ClientError> {
         let auth = authority(base_url).to_owned();
-        let stream = TcpStream::connect(&auth).await.map_err(|e| ClientError(format!("connect {auth}: {e}")))?;
+        let stream = TcpStream::connect(&auth)
+            .await
+            .map_err(|e| ClientError(format!("connect {auth}: {e}")))?;
         let _ = stream.set_nodelay(true);
-        let (tx, conn) =
-            http1::handshake(TokioIo::new(stream)).await.map_err(|e| ClientError(format!("handshake: {e}")))?;
+        let (tx, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError(format!("handshake: {e}")))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok(Conn { tx, authority: auth })
+        Ok(Conn {
+            tx,
+            authority: auth,
+        })
     }
 
     /// Sends one request and returns the response head; the body is read by the caller.
@@ -85,13 +96,24 @@ impl Conn {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
-        let mut b = Request::builder().method(method).uri(path).header("host", &self.authority);
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.authority);
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        let req = b.body(Full::new(body)).map_err(|e| ClientError(e.to_string()))?;
-        self.tx.ready().await.map_err(|e| ClientError(e.to_string()))?;
-        self.tx.send_request(req).await.map_err(|e| ClientError(e.to_string()))
+        let req = b
+            .body(Full::new(body))
+            .map_err(|e| ClientError(e.to_string()))?;
+        self.tx
+            .ready()
+            .await
+            .map_err(|e| ClientError(e.to_string()))?;
+        self.tx
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError(e.to_string()))
     }
 
     /// Sends one request and reads the whole body.
@@ -114,15 +136,31 @@ impl Conn {
 ///
 /// # Errors
 /// When the body is cut.
-pub async fn collect(resp: hyper::Response<hyper::body::Incoming>) -> Result<ClientResponse, ClientError> {
+pub async fn collect(
+    resp: hyper::Response<hyper::body::Incoming>,
+) -> Result<ClientResponse, ClientError> {
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
-    let body = resp.into_body().collect().await.map_err(|e| ClientError(format!("body: {e}")))?.to_bytes();
-    Ok(ClientResponse { status, headers, body })
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError(format!("body: {e}")))?
+        .to_bytes();
+    Ok(ClientResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// One request on a fresh connection, bounded by a generous 30 s guard.
@@ -141,7 +179,9 @@ pub async fn request(
         let mut c = Conn::connect(base_url).await?;
         c.request(method, path, headers, body).await
     };
-    tokio::time::timeout(Duration::from_secs(30), fut).await.map_err(|_| ClientError("timed out".into()))?
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .map_err(|_| ClientError("timed out".into()))?
 }
 
 /// `GET base_url + path`.
@@ -156,7 +196,18 @@ pub async fn get(base_url: &str, path: &str) -> Result<ClientResponse, ClientErr
 ///
 /// # Errors
 /// As [`request`].
-pub async fn post_json(base_url: &str, path: &str, body: &serde_json::Value) -> Result<ClientResponse, ClientError> {
+pub async fn post_json(
+    base_url: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<ClientResponse, ClientError> {
     let bytes = serde_json::to_vec(body).map_err(|e| ClientError(e.to_string()))?;
-    request(base_url, Method::POST, path, &[("content-type", "application/json")], bytes).await
+    request(
+        base_url,
+        Method::POST,
+        path,
+        &[("content-type", "application/json")],
+        bytes,
+    )
+    .await
 }

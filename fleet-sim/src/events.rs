@@ -15,7 +15,11 @@ pub(crate) fn frame(ty: &str, inner_json: &str) -> Bytes {
         ty: &'a str,
         data: &'a str,
     }
-    let env = serde_json::to_string(&Envelope { ty, data: inner_json }).unwrap_or_default();
+    let env = serde_json::to_string(&Envelope {
+        ty,
+        data: inner_json,
+    })
+    .unwrap_or_default();
     let mut out = Vec::with_capacity(env.len() + 22);
     out.extend_from_slice(b"event:message\ndata:");
     out.extend_from_slice(env.as_bytes());
@@ -58,7 +62,10 @@ impl Hub {
     pub(crate) fn subscribe(&self, capacity: usize) -> mpsc::Receiver<Bytes> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         if let Ok(mut s) = self.subs.lock() {
-            s.push(Sub { tx, overflowed: false });
+            s.push(Sub {
+                tx,
+                overflowed: false,
+            });
             self.n.store(s.len(), Ordering::Relaxed);
         }
         rx
@@ -104,7 +111,11 @@ mod tests {
     #[test]
     fn frame_double_encodes_data() {
         let f = frame("activity", r#"{"id":42}"#);
-        assert_eq!(&f[..], b"event:message\ndata:{\"type\":\"activity\",\"data\":\"{\\\"id\\\":42}\"}\n\n".as_slice());
+        assert_eq!(
+            &f[..],
+            b"event:message\ndata:{\"type\":\"activity\",\"data\":\"{\\\"id\\\":42}\"}\n\n"
+                .as_slice()
+        );
     }
 
     #[test]

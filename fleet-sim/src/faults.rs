@@ -24,7 +24,10 @@ struct Config {
 
 impl Config {
     fn any_request_fault(&self) -> bool {
-        self.error_rate > 0.0 || self.hang.is_some() || self.cut_after.is_some() || self.stall.is_some()
+        self.error_rate > 0.0
+            || self.hang.is_some()
+            || self.cut_after.is_some()
+            || self.stall.is_some()
     }
 }
 
@@ -74,7 +77,12 @@ impl FaultState {
             return None;
         }
         let c = self.cfg.lock().ok()?;
-        let mut rf = RequestFaults { error_status: None, hang: c.hang, cut_after: c.cut_after, stall: c.stall };
+        let mut rf = RequestFaults {
+            error_status: None,
+            hang: c.hang,
+            cut_after: c.cut_after,
+            stall: c.stall,
+        };
         if c.error_rate > 0.0 {
             // Deterministic spreading: request n fails when floor((n+1)·rate) > floor(n·rate).
             let n = self.errors_seen.fetch_add(1, Ordering::Relaxed) as f64;
@@ -86,7 +94,10 @@ impl FaultState {
     }
 
     pub(crate) fn load_fails(&self, model: &str) -> bool {
-        self.cfg.lock().map(|c| c.failing_loads.contains(model)).unwrap_or(false)
+        self.cfg
+            .lock()
+            .map(|c| c.failing_loads.contains(model))
+            .unwrap_or(false)
     }
 
     pub(crate) fn slow_events(&self) -> Option<Duration> {
@@ -109,7 +120,9 @@ pub struct Faults {
 
 impl std::fmt::Debug for Faults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Faults").field("host", &self.host.id).finish()
+        f.debug_struct("Faults")
+            .field("host", &self.host.id)
+            .finish()
     }
 }
 
@@ -136,7 +149,11 @@ impl Faults {
     /// Fraction (0.0–1.0) of inference requests answered with a 5xx from the upstream llama-server,
     /// spread deterministically (0.5 fails every second request).
     pub fn set_error_rate(&self, rate: f64) {
-        let rate = if rate.is_finite() { rate.clamp(0.0, 1.0) } else { 0.0 };
+        let rate = if rate.is_finite() {
+            rate.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         self.host.faults.update(|c| c.error_rate = rate);
     }
 

@@ -48,7 +48,10 @@ impl Fleet {
     /// incl. `deepseek-r1-qwen3-8b`, with a llama-server sidecar serving `bge-m3`).
     pub fn demo_spec() -> FleetSpec {
         // The embedded file is checked by a unit test; an empty fleet would fail `start`.
-        FleetSpec::from_yaml(DEMO_SPEC_YAML).unwrap_or(FleetSpec { time_scale: None, hosts: Vec::new() })
+        FleetSpec::from_yaml(DEMO_SPEC_YAML).unwrap_or(FleetSpec {
+            time_scale: None,
+            hosts: Vec::new(),
+        })
     }
 }
 
@@ -64,7 +67,10 @@ mod tests {
         let emb = &spec.hosts[1];
         assert!(emb.models.iter().any(|m| m.id == "deepseek-r1-qwen3-8b"));
         assert!(emb.models.iter().any(|m| m.embedding));
-        assert_eq!(emb.sidecar.as_ref().map(|s| s.mode), Some(crate::spec::Mode::LlamaServer));
+        assert_eq!(
+            emb.sidecar.as_ref().map(|s| s.mode),
+            Some(crate::spec::Mode::LlamaServer)
+        );
         assert!(spec.hosts[0].models.iter().any(|m| m.n_ctx == 4096));
         assert_eq!(Fleet::demo_spec(), spec);
     }

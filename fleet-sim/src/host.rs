@@ -25,7 +25,11 @@ pub(crate) fn parse_version(s: &str) -> Option<u32> {
     if s.eq_ignore_ascii_case("head") {
         return Some(Version::HEAD);
     }
-    s.strip_prefix('v').unwrap_or(s).parse().ok().filter(|n| *n > 0 && *n < Version::HEAD)
+    s.strip_prefix('v')
+        .unwrap_or(s)
+        .parse()
+        .ok()
+        .filter(|n| *n > 0 && *n < Version::HEAD)
 }
 
 /// The emulated llama-swap version and the features it implies (reference §0).
@@ -35,7 +39,11 @@ pub(crate) struct Version(pub u32);
 impl Version {
     pub(crate) const HEAD: u32 = 100_000;
     pub(crate) fn tag(self) -> String {
-        if self.0 >= Self::HEAD { "head".into() } else { format!("v{}", self.0) }
+        if self.0 >= Self::HEAD {
+            "head".into()
+        } else {
+            format!("v{}", self.0)
+        }
     }
     pub(crate) fn gin(self) -> bool {
         self.0 <= 223
@@ -229,7 +237,11 @@ pub(crate) struct HostInner {
 impl HostInner {
     /// Scales an emulated duration in milliseconds to real time.
     pub(crate) fn scaled_ms(&self, ms: f64) -> Duration {
-        if ms <= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(ms * self.scale / 1000.0) }
+        if ms <= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(ms * self.scale / 1000.0)
+        }
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
@@ -237,7 +249,10 @@ impl HostInner {
     }
 
     pub(crate) fn epoch(&self) -> Epoch {
-        self.epoch.lock().map(|e| *e).unwrap_or(Epoch { start: self.base, wall: SystemTime::now() })
+        self.epoch.lock().map(|e| *e).unwrap_or(Epoch {
+            start: self.base,
+            wall: SystemTime::now(),
+        })
     }
 
     pub(crate) fn resolve(&self, name: &str) -> Option<usize> {
@@ -246,7 +261,11 @@ impl HostInner {
 
     /// Effective TTL in seconds (0 = never).
     pub(crate) fn ttl_secs(&self, m: &ModelRt) -> u64 {
-        if m.spec.ttl < 0 { self.spec.global_ttl } else { m.spec.ttl as u64 }
+        if m.spec.ttl < 0 {
+            self.spec.global_ttl
+        } else {
+            m.spec.ttl as u64
+        }
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -260,7 +279,11 @@ impl HostInner {
         chunk.push_str(line);
         chunk.push('\n');
         if let Ok(mut l) = self.logs.lock() {
-            let buf = if upstream { &mut l.upstream } else { &mut l.proxy };
+            let buf = if upstream {
+                &mut l.upstream
+            } else {
+                &mut l.proxy
+            };
             buf.push_str(&chunk);
             if buf.len() > LOG_CAP {
                 let mut cut = buf.len() - LOG_CAP;
@@ -272,7 +295,10 @@ impl HostInner {
         }
         if self.mode == Mode::LlamaSwap && self.hub.has_subscribers() {
             let src = if upstream { "upstream" } else { "proxy" };
-            self.hub.publish(events::frame_value("logData", &serde_json::json!({"source": src, "data": chunk})));
+            self.hub.publish(events::frame_value(
+                "logData",
+                &serde_json::json!({"source": src, "data": chunk}),
+            ));
         }
     }
 
@@ -306,9 +332,20 @@ impl HostInner {
         let old = rt.state();
         rt.state.store(s as u8, Ordering::Release);
         if old != s {
-            self.log(false, &format!("[INFO] <{}> state changed: {} -> {}", rt.spec.id, old.as_str(), s.as_str()));
+            self.log(
+                false,
+                &format!(
+                    "[INFO] <{}> state changed: {} -> {}",
+                    rt.spec.id,
+                    old.as_str(),
+                    s.as_str()
+                ),
+            );
             if self.mode == Mode::LlamaSwap && self.hub.has_subscribers() {
-                self.hub.publish(events::frame_value("modelStatus", &self.model_status_json()));
+                self.hub.publish(events::frame_value(
+                    "modelStatus",
+                    &self.model_status_json(),
+                ));
             }
         }
     }
@@ -319,10 +356,19 @@ impl HostInner {
         let redact = |h: &[(String, String)]| {
             let mut m = serde_json::Map::new();
             for (k, v) in h {
-                let secret = ["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"]
-                    .iter()
-                    .any(|s| k.eq_ignore_ascii_case(s));
-                m.insert(k.clone(), serde_json::json!(if secret { "[REDACTED]" } else { v.as_str() }));
+                let secret = [
+                    "authorization",
+                    "proxy-authorization",
+                    "cookie",
+                    "set-cookie",
+                    "x-api-key",
+                ]
+                .iter()
+                .any(|s| k.eq_ignore_ascii_case(s));
+                m.insert(
+                    k.clone(),
+                    serde_json::json!(if secret { "[REDACTED]" } else { v.as_str() }),
+                );
             }
             serde_json::Value::Object(m)
         };
@@ -363,13 +409,23 @@ impl HostInner {
             InflightStyle::None => return,
             InflightStyle::Ops => {
                 if removed {
-                    events::frame_value("inflight", &serde_json::json!({"operation": "remove", "id": id.to_string()}))
+                    events::frame_value(
+                        "inflight",
+                        &serde_json::json!({"operation": "remove", "id": id.to_string()}),
+                    )
                 } else {
-                    let Some(v) = self.inflight.lock().ok().and_then(|m| m.get(&id).map(|e| self.inflight_entry_json(e)))
+                    let Some(v) = self
+                        .inflight
+                        .lock()
+                        .ok()
+                        .and_then(|m| m.get(&id).map(|e| self.inflight_entry_json(e)))
                     else {
                         return;
                     };
-                    events::frame_value("inflight", &serde_json::json!({"operation": "upsert", "request": v}))
+                    events::frame_value(
+                        "inflight",
+                        &serde_json::json!({"operation": "upsert", "request": v}),
+                    )
                 }
             }
             _ => match self.inflight_snapshot() {
@@ -399,7 +455,11 @@ impl HostInner {
             }
             let og = &self.groups[other.group];
             let same = other.group == my_group;
-            let stop = if same { self.groups[my_group].swap } else { self.groups[my_group].exclusive && !og.persistent };
+            let stop = if same {
+                self.groups[my_group].swap
+            } else {
+                self.groups[my_group].exclusive && !og.persistent
+            };
             if stop {
                 to_stop.push(i);
             }
@@ -410,9 +470,19 @@ impl HostInner {
         let rt = &self.models[m];
         let kill_gen = *rt.kill.borrow();
         self.set_state(m, PState::Starting);
-        self.log(true, &format!("srv    load_model: loading model '/models/{}.gguf'", rt.spec.id));
+        self.log(
+            true,
+            &format!(
+                "srv    load_model: loading model '/models/{}.gguf'",
+                rt.spec.id
+            ),
+        );
         let fails = self.faults.load_fails(&rt.spec.id);
-        let wait = if fails { self.scaled_ms(rt.spec.load_ms as f64 / 4.0) } else { self.scaled_ms(rt.spec.load_ms as f64) };
+        let wait = if fails {
+            self.scaled_ms(rt.spec.load_ms as f64 / 4.0)
+        } else {
+            self.scaled_ms(rt.spec.load_ms as f64)
+        };
         let mut kill_rx = rt.kill.subscribe();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -424,7 +494,10 @@ impl HostInner {
             return Err("upstream command exited prematurely".into());
         }
         rt.last_use_ms.store(self.now_ms(), Ordering::Relaxed);
-        self.log(true, "main: server is listening on http://127.0.0.1 - starting the main loop");
+        self.log(
+            true,
+            "main: server is listening on http://127.0.0.1 - starting the main loop",
+        );
         self.set_state(m, PState::Ready);
         Ok(())
     }
@@ -494,7 +567,11 @@ impl HostInner {
             self.kill_model(m);
         }
         if let Ok(mut a) = self.activity.lock() {
-            *a = Activity::new(self.ver, self.spec.metrics_max_in_memory, self.spec.capture_buffer_mb);
+            *a = Activity::new(
+                self.ver,
+                self.spec.metrics_max_in_memory,
+                self.spec.capture_buffer_mb,
+            );
         }
         if let Ok(mut l) = self.logs.lock() {
             l.proxy.clear();
@@ -505,7 +582,10 @@ impl HostInner {
         }
         self.inflight_seq.store(1, Ordering::Relaxed);
         if let Ok(mut e) = self.epoch.lock() {
-            *e = Epoch { start: Instant::now(), wall: SystemTime::now() };
+            *e = Epoch {
+                start: Instant::now(),
+                wall: SystemTime::now(),
+            };
         }
         self.log(false, "[INFO] llama-swap listening");
         if self.mode == Mode::LlamaServer {
@@ -530,7 +610,11 @@ impl HostInner {
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let sock = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     sock.set_reuseaddr(true)?;
     sock.bind(addr)?;
     sock.listen(1024)
@@ -593,7 +677,9 @@ fn spawn_conn(host: Arc<HostInner>, stream: tokio::net::TcpStream, remote: Socke
             let h = Arc::clone(&h);
             async move { Ok::<_, std::convert::Infallible>(crate::router::handle(h, req, remote).await) }
         });
-        let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc);
+        let conn = http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), svc);
         tokio::select! {
             _ = conn => {}
             _ = kill.changed() => {}
@@ -614,11 +700,19 @@ async fn ttl_loop(host: std::sync::Weak<HostInner>, scale: f64) {
             if ttl == 0 || m.state() != PState::Ready || m.active.load(Ordering::Acquire) > 0 {
                 continue;
             }
-            let idle = h.now_ms().saturating_sub(m.last_use_ms.load(Ordering::Relaxed));
+            let idle = h
+                .now_ms()
+                .saturating_sub(m.last_use_ms.load(Ordering::Relaxed));
             if Duration::from_millis(idle) >= h.scaled_ms(ttl as f64 * 1000.0)
                 && let Ok(_g) = h.swap_lock.try_lock()
             {
-                h.log(false, &format!("[INFO] <{}> Unloading model, TTL of {ttl}s reached", m.spec.id));
+                h.log(
+                    false,
+                    &format!(
+                        "[INFO] <{}> Unloading model, TTL of {ttl}s reached",
+                        m.spec.id
+                    ),
+                );
                 h.stop_model(i, true).await;
             }
         }
@@ -633,7 +727,10 @@ pub struct SimHost {
 
 impl std::fmt::Debug for SimHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimHost").field("id", &self.inner.id).field("addr", &self.inner.addr).finish()
+        f.debug_struct("SimHost")
+            .field("id", &self.inner.id)
+            .field("addr", &self.inner.addr)
+            .finish()
     }
 }
 
@@ -656,11 +753,15 @@ impl SimHost {
     }
     /// Fault controls, scriptable while the host runs.
     pub fn faults(&self) -> Faults {
-        Faults { host: Arc::clone(&self.inner) }
+        Faults {
+            host: Arc::clone(&self.inner),
+        }
     }
     /// Request counters and received requests.
     pub fn stats(&self) -> Stats {
-        Stats { inner: Arc::clone(&self.inner.stats) }
+        Stats {
+            inner: Arc::clone(&self.inner.stats),
+        }
     }
     /// The spec the host runs.
     pub fn spec(&self) -> &HostSpec {
@@ -668,7 +769,9 @@ impl SimHost {
     }
     /// Current process state of a model (`stopped`, `starting`, `ready`, `stopping`), or `None` if unknown.
     pub fn model_state(&self, model: &str) -> Option<&'static str> {
-        self.inner.resolve(model).map(|i| self.inner.models[i].state().as_str())
+        self.inner
+            .resolve(model)
+            .map(|i| self.inner.models[i].state().as_str())
     }
     /// Waits until a model reaches `state` (a test helper; bounded by `timeout`).
     pub async fn wait_model_state(&self, model: &str, state: &str, timeout: Duration) -> bool {
@@ -704,7 +807,10 @@ pub async fn start_host(spec: HostSpec) -> Result<SimHost, SimError> {
     start_host_scaled(spec, None).await
 }
 
-pub(crate) async fn start_host_scaled(spec: HostSpec, fleet_scale: Option<f64>) -> Result<SimHost, SimError> {
+pub(crate) async fn start_host_scaled(
+    spec: HostSpec,
+    fleet_scale: Option<f64>,
+) -> Result<SimHost, SimError> {
     spec.validate()?;
     let sidecar = match &spec.sidecar {
         Some(sc) => {
@@ -712,7 +818,9 @@ pub(crate) async fn start_host_scaled(spec: HostSpec, fleet_scale: Option<f64>) 
             if sc.time_scale.is_none() {
                 sc.time_scale = spec.time_scale.or(fleet_scale);
             }
-            Some(Box::new(Box::pin(start_host_scaled(sc, fleet_scale)).await?))
+            Some(Box::new(
+                Box::pin(start_host_scaled(sc, fleet_scale)).await?,
+            ))
         }
         None => None,
     };
@@ -721,8 +829,14 @@ pub(crate) async fn start_host_scaled(spec: HostSpec, fleet_scale: Option<f64>) 
         field: format!("hosts[{}].listen", spec.id),
         problem: format!("expected ip:port, got {listen:?}"),
     })?;
-    let listener = bind(want).map_err(|source| SimError::Bind { addr: listen.clone(), source })?;
-    let addr = listener.local_addr().map_err(|source| SimError::Bind { addr: listen.clone(), source })?;
+    let listener = bind(want).map_err(|source| SimError::Bind {
+        addr: listen.clone(),
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| SimError::Bind {
+        addr: listen.clone(),
+        source,
+    })?;
 
     let ver = Version(match (&spec.version, spec.api) {
         (Some(v), _) => parse_version(v).unwrap_or(250),
@@ -732,14 +846,24 @@ pub(crate) async fn start_host_scaled(spec: HostSpec, fleet_scale: Option<f64>) 
     });
     let scale = spec.time_scale.or(fleet_scale).unwrap_or(1.0);
 
-    let mut groups: Vec<Group> = vec![Group { swap: true, exclusive: true, persistent: false, members: Vec::new() }];
+    let mut groups: Vec<Group> = vec![Group {
+        swap: true,
+        exclusive: true,
+        persistent: false,
+        members: Vec::new(),
+    }];
     let mut group_of: HashMap<&str, usize> = HashMap::new();
     for g in spec.groups.values() {
         let gi = groups.len();
         for m in &g.members {
             group_of.insert(m.as_str(), gi);
         }
-        groups.push(Group { swap: g.swap, exclusive: g.exclusive, persistent: g.persistent, members: Vec::new() });
+        groups.push(Group {
+            swap: g.swap,
+            exclusive: g.exclusive,
+            persistent: g.persistent,
+            members: Vec::new(),
+        });
     }
     let mut names = HashMap::new();
     let mut models = Vec::new();
@@ -779,18 +903,31 @@ pub(crate) async fn start_host_scaled(spec: HostSpec, fleet_scale: Option<f64>) 
         groups,
         swap_lock: tokio::sync::Mutex::new(()),
         hub: Hub::new(),
-        activity: Mutex::new(Activity::new(ver, spec.metrics_max_in_memory, spec.capture_buffer_mb)),
-        logs: Mutex::new(Logs { proxy: String::new(), upstream: String::new() }),
+        activity: Mutex::new(Activity::new(
+            ver,
+            spec.metrics_max_in_memory,
+            spec.capture_buffer_mb,
+        )),
+        logs: Mutex::new(Logs {
+            proxy: String::new(),
+            upstream: String::new(),
+        }),
         inflight: Mutex::new(BTreeMap::new()),
         inflight_seq: AtomicU64::new(1),
-        epoch: Mutex::new(Epoch { start: Instant::now(), wall: now }),
+        epoch: Mutex::new(Epoch {
+            start: Instant::now(),
+            wall: now,
+        }),
         base: Instant::now(),
         conn_kill: watch::Sender::new(0),
         down: watch::Sender::new(false),
         listening: watch::Sender::new(true),
         shutdown: AtomicBool::new(false),
         id_seq: AtomicU64::new(1),
-        created_unix: now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        created_unix: now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         spec,
     });
     inner.reset_state();
@@ -803,5 +940,12 @@ pub(crate) async fn start_host_scaled(spec: HostSpec, fleet_scale: Option<f64>) 
 
 /// Request bytes helper used by the router for captures.
 pub(crate) fn header_pairs(h: &http::HeaderMap) -> Vec<(String, String)> {
-    h.iter().map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
+    h.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }

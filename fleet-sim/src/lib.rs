@@ -87,11 +87,11 @@ mod error;
 mod events;
 mod faults;
 mod fleet;
-mod textgen;
 mod host;
 mod router;
 mod spec;
 mod stats;
+mod textgen;
 mod wire;
 
 pub use body::{BodyAborted, SimBody};

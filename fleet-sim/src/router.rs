@@ -15,9 +15,9 @@ use tokio::sync::mpsc;
 use crate::activity::{self, Capture, Row};
 use crate::body::{BodyAborted, SimBody};
 use crate::events;
-use crate::textgen;
 use crate::host::{HostInner, InflightEntry, InflightStyle, PState, header_pairs};
 use crate::spec::Mode;
+use crate::textgen;
 use crate::wire::{self, InferReq, Meta, Timings};
 
 pub(crate) const JSON_SERVER: &str = "application/json; charset=utf-8";
@@ -45,23 +45,29 @@ impl Ctx {
         self.parts.headers.get(name).and_then(|v| v.to_str().ok())
     }
     fn query_param(&self, key: &str) -> Option<String> {
-        activity::parse_query(self.query()).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        activity::parse_query(self.query())
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
     }
     fn is_json(&self) -> bool {
-        self.header("content-type").is_some_and(|c| c.contains("application/json"))
+        self.header("content-type")
+            .is_some_and(|c| c.contains("application/json"))
     }
 }
 
 pub(crate) fn resp(status: u16, ctype: &'static str, body: impl Into<Bytes>) -> Response<SimBody> {
     let mut r = Response::new(SimBody::full(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     r
 }
 
 fn server_resp(status: u16, body: Bytes) -> Response<SimBody> {
     let mut r = resp(status, JSON_SERVER, body);
-    r.headers_mut().insert(header::SERVER, HeaderValue::from_static("llama.cpp"));
+    r.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("llama.cpp"));
     r
 }
 
@@ -70,7 +76,11 @@ fn server_err(code: u16, msg: &str) -> Response<SimBody> {
 }
 
 /// Entry point for every request.
-pub(crate) async fn handle(host: Arc<HostInner>, req: Request<Incoming>, remote: SocketAddr) -> Response<SimBody> {
+pub(crate) async fn handle(
+    host: Arc<HostInner>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<SimBody> {
     let (parts, body) = req.into_parts();
     host.stats.count(parts.uri.path());
     let body = match body.collect().await {
@@ -97,7 +107,13 @@ pub(crate) async fn handle(host: Arc<HostInner>, req: Request<Incoming>, remote:
             at: SystemTime::now(),
         });
     }
-    let ctx = Ctx { host, parts, body, parsed, remote };
+    let ctx = Ctx {
+        host,
+        parts,
+        body,
+        parsed,
+        remote,
+    };
     match ctx.host.mode {
         Mode::LlamaSwap => swap_route(ctx).await,
         Mode::LlamaServer => {
@@ -139,7 +155,8 @@ const MODEL_POST_PATHS: &[&str] = &[
 ];
 
 fn is_metered_subpath(p: &str) -> bool {
-    MODEL_POST_PATHS.contains(&p) || matches!(p, "/chat/completions" | "/completions" | "/embeddings")
+    MODEL_POST_PATHS.contains(&p)
+        || matches!(p, "/chat/completions" | "/completions" | "/embeddings")
 }
 
 /// llama-swap's own error, in the host version's format (reference §5.5).
@@ -157,7 +174,11 @@ fn swap_err(ctx: &Ctx, status: u16, msg: &str) -> Response<SimBody> {
         return resp(status, TEXT, format!("llama-swap: {msg}"));
     }
     if accept.contains("text/html") {
-        return resp(status, "text/html; charset=utf-8", format!("<html><body><h1>{status}</h1><p>{msg}</p></body></html>"));
+        return resp(
+            status,
+            "text/html; charset=utf-8",
+            format!("<html><body><h1>{status}</h1><p>{msg}</p></body></html>"),
+        );
     }
     if ver.head() {
         let (ty, code) = match status {
@@ -173,10 +194,16 @@ fn swap_err(ctx: &Ctx, status: u16, msg: &str) -> Response<SimBody> {
         return resp(
             status,
             JSON_GO,
-            wire::to_bytes(&json!({"src": "llama-swap", "error": {"message": msg, "type": ty, "param": null, "code": code}})),
+            wire::to_bytes(
+                &json!({"src": "llama-swap", "error": {"message": msg, "type": ty, "param": null, "code": code}}),
+            ),
         );
     }
-    resp(status, JSON_GO, wire::to_bytes(&json!({"src": "llama-swap", "error": msg})))
+    resp(
+        status,
+        JSON_GO,
+        wire::to_bytes(&json!({"src": "llama-swap", "error": msg})),
+    )
 }
 
 fn authorized(ctx: &Ctx) -> bool {
@@ -209,8 +236,14 @@ async fn swap_route(ctx: Ctx) -> Response<SimBody> {
         let mut r = resp(204, TEXT, Bytes::new());
         let h = r.headers_mut();
         h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
-        h.insert("access-control-allow-methods", HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"));
-        h.insert("access-control-allow-headers", HeaderValue::from_static("*"));
+        h.insert(
+            "access-control-allow-methods",
+            HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        h.insert(
+            "access-control-allow-headers",
+            HeaderValue::from_static("*"),
+        );
         return r;
     }
     if method == Method::GET && (path == "/health" || path == "/wol-health") {
@@ -218,12 +251,19 @@ async fn swap_route(ctx: Ctx) -> Response<SimBody> {
     }
     if !authorized(&ctx) {
         let mut r = swap_err(&ctx, 401, "unauthorized: invalid or missing API key");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"llama-swap\""));
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"llama-swap\""),
+        );
         return r;
     }
-    let r = match (&method, path.as_str()) {
+    match (&method, path.as_str()) {
         (&Method::POST, p) if MODEL_POST_PATHS.contains(&p) => {
-            let up = p.strip_prefix("/v").filter(|_| p.starts_with("/v/")).unwrap_or(p).to_owned();
+            let up = p
+                .strip_prefix("/v")
+                .filter(|_| p.starts_with("/v/"))
+                .unwrap_or(p)
+                .to_owned();
             return swap_model_request(ctx, &up).await;
         }
         (&Method::GET, "/v1/models") => list_models(&ctx),
@@ -241,7 +281,13 @@ async fn swap_route(ctx: Ctx) -> Response<SimBody> {
             let name = &p["/api/models/unload/".len()..];
             match host.resolve(name) {
                 Some(m) => {
-                    host.log(false, &format!("[INFO] <{}> unloading model (API request)", host.models[m].spec.id));
+                    host.log(
+                        false,
+                        &format!(
+                            "[INFO] <{}> unloading model (API request)",
+                            host.models[m].spec.id
+                        ),
+                    );
                     host.kill_model(m);
                     resp(200, TEXT, "OK")
                 }
@@ -251,19 +297,29 @@ async fn swap_route(ctx: Ctx) -> Response<SimBody> {
         (&Method::GET, "/api/events") => events_stream(&ctx),
         (&Method::GET, "/api/metrics") if !ver.activity_api() => {
             let a = host.activity.lock();
-            let rows: Vec<serde_json::Value> =
-                a.as_ref().map(|a| a.rows.iter().map(|r| a.row_json(r, ver)).collect()).unwrap_or_default();
+            let rows: Vec<serde_json::Value> = a
+                .as_ref()
+                .map(|a| a.rows.iter().map(|r| a.row_json(r, ver)).collect())
+                .unwrap_or_default();
             resp(200, JSON_GO, wire::to_bytes(&rows))
         }
         (&Method::GET, "/api/metrics/activity") if ver.activity_api() => {
-            let q = host.activity.lock().map_err(|_| "poisoned".to_owned()).and_then(|a| a.query(ver, ctx.query()));
+            let q = host
+                .activity
+                .lock()
+                .map_err(|_| "poisoned".to_owned())
+                .and_then(|a| a.query(ver, ctx.query()));
             match q {
                 Ok(v) => resp(200, JSON_GO, wire::to_bytes(&v)),
                 Err(e) => swap_err(&ctx, 400, &e),
             }
         }
         (&Method::GET, "/api/metrics/stats") if ver.activity_api() => {
-            let v = host.activity.lock().map(|a| a.stats(ctx.query())).unwrap_or_default();
+            let v = host
+                .activity
+                .lock()
+                .map(|a| a.stats(ctx.query()))
+                .unwrap_or_default();
             resp(200, JSON_GO, wire::to_bytes(&v))
         }
         (&Method::GET, "/api/performance") if ver.performance() => performance(&ctx),
@@ -273,7 +329,11 @@ async fn swap_route(ctx: Ctx) -> Response<SimBody> {
             match id.parse::<u64>() {
                 Err(_) => swap_err(&ctx, 400, "invalid capture ID"),
                 Ok(id) => {
-                    let v = host.activity.lock().ok().and_then(|a| a.capture(id).map(|c| c.to_json(id)));
+                    let v = host
+                        .activity
+                        .lock()
+                        .ok()
+                        .and_then(|a| a.capture(id).map(|c| c.to_json(id)));
                     match v {
                         Some(v) => resp(200, JSON_GO, wire::to_bytes(&v)),
                         None => swap_err(&ctx, 404, "capture not found"),
@@ -284,28 +344,38 @@ async fn swap_route(ctx: Ctx) -> Response<SimBody> {
         (&Method::GET, "/api/version") => resp(
             200,
             JSON_GO,
-            wire::to_bytes(&json!({"version": ver.tag(), "commit": "fleetsim", "build_date": "2026-08-14T00:00:00Z"})),
+            wire::to_bytes(
+                &json!({"version": ver.tag(), "commit": "fleetsim", "build_date": "2026-08-14T00:00:00Z"}),
+            ),
         ),
         (&Method::GET, "/logs") => {
-            let text = host.logs.lock().map(|l| format!("{}{}", l.proxy, l.upstream)).unwrap_or_default();
+            let text = host
+                .logs
+                .lock()
+                .map(|l| format!("{}{}", l.proxy, l.upstream))
+                .unwrap_or_default();
             resp(200, TEXT, text)
         }
         (&Method::GET, "/props") if ver.0 >= 234 => match ctx.query_param("model") {
             Some(name) => match host.resolve(&name) {
                 Some(m) => return proxy_to_model(ctx, m, "/props", false).await,
-                None => swap_err(&ctx, if ver.gin() { 400 } else { 404 }, "no router for requested model"),
+                None => swap_err(
+                    &ctx,
+                    if ver.gin() { 400 } else { 404 },
+                    "no router for requested model",
+                ),
             },
             None => swap_err(&ctx, 404, "no model id could be identified"),
         },
-        (_, p) if p.starts_with("/upstream/") => return upstream_route(ctx).await,
+        (_, p) if p.starts_with("/upstream/") => upstream_route(ctx).await,
         (&Method::GET, "/") => {
             let mut r = resp(302, TEXT, Bytes::new());
-            r.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/ui"));
+            r.headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_static("/ui"));
             r
         }
         _ => resp(404, TEXT, "404 page not found\n"),
-    };
-    r
+    }
 }
 
 fn unload_all(host: &HostInner) {
@@ -334,7 +404,11 @@ async fn swap_model_request(ctx: Ctx, upstream_path: &str) -> Response<SimBody> 
     };
     let Some(m) = ctx.host.resolve(&name) else {
         return if ver.gin() {
-            swap_err(&ctx, 400, &format!("could not find suitable inference handler for {name}"))
+            swap_err(
+                &ctx,
+                400,
+                &format!("could not find suitable inference handler for {name}"),
+            )
         } else {
             swap_err(&ctx, 404, "no router for requested model")
         };
@@ -357,19 +431,35 @@ async fn upstream_route(ctx: Ctx) -> Response<SimBody> {
         }
     }
     let Some((m, sub)) = found else {
-        return swap_err(&ctx, 404, &format!("model {} not found", rest.split('/').next().unwrap_or("")));
+        return swap_err(
+            &ctx,
+            404,
+            &format!("model {} not found", rest.split('/').next().unwrap_or("")),
+        );
     };
     if sub.is_empty() {
-        let code = if ctx.parts.method == Method::GET || ctx.parts.method == Method::HEAD { 301 } else { 308 };
+        let code = if ctx.parts.method == Method::GET || ctx.parts.method == Method::HEAD {
+            301
+        } else {
+            308
+        };
         let mut r = resp(code, TEXT, Bytes::new());
         if let Ok(v) = HeaderValue::from_str(&format!("{path}/")) {
             r.headers_mut().insert(header::LOCATION, v);
         }
         return r;
     }
-    let ignored = [".js", ".json", ".css", ".png", ".gif", ".jpg", ".jpeg", ".ico", ".txt"].iter().any(|e| sub.ends_with(e));
+    let ignored = [
+        ".js", ".json", ".css", ".png", ".gif", ".jpg", ".jpeg", ".ico", ".txt",
+    ]
+    .iter()
+    .any(|e| sub.ends_with(e));
     if ignored && host.models[m].state() != PState::Ready {
-        return swap_err(&ctx, 409, &format!("model {} is not loaded", host.models[m].spec.id));
+        return swap_err(
+            &ctx,
+            409,
+            &format!("model {} is not loaded", host.models[m].spec.id),
+        );
     }
     let sub = sub.to_owned();
     let metered = is_metered_subpath(&sub);
@@ -410,11 +500,20 @@ pub(crate) struct Outcome {
 
 impl Hold {
     pub(crate) fn none() -> Hold {
-        Hold { host: None, m: 0, swap: false, active: false, inflight: None, meter: None }
+        Hold {
+            host: None,
+            m: 0,
+            swap: false,
+            active: false,
+            inflight: None,
+            meter: None,
+        }
     }
 
     fn headers_sent(&self, headers: &http::HeaderMap) {
-        let (Some(host), Some(id)) = (&self.host, self.inflight) else { return };
+        let (Some(host), Some(id)) = (&self.host, self.inflight) else {
+            return;
+        };
         if host.ver.inflight() != InflightStyle::Ops {
             return;
         }
@@ -432,7 +531,9 @@ impl Hold {
 
     /// Records the activity row (metered requests only).
     pub(crate) fn finish(&mut self, o: Outcome) {
-        let (Some(host), Some(meter)) = (&self.host, self.meter.take()) else { return };
+        let (Some(host), Some(meter)) = (&self.host, self.meter.take()) else {
+            return;
+        };
         let wall = meter.start.elapsed();
         let model = host.models[self.m].spec.id.clone();
         let (cache, input, output, pps, tps, model_ms) = match &o.timings {
@@ -465,11 +566,21 @@ impl Hold {
         let want_event = host.hub.has_subscribers();
         let ver = host.ver;
         let (id, event) = {
-            let Ok(mut a) = host.activity.lock() else { return };
+            let Ok(mut a) = host.activity.lock() else {
+                return;
+            };
             let capture = if a.captures_enabled() {
                 let mut req_headers = meter.req_headers.clone();
                 for (k, v) in &mut req_headers {
-                    if ["authorization", "proxy-authorization", "cookie", "x-api-key"].iter().any(|s| k.eq_ignore_ascii_case(s)) {
+                    if [
+                        "authorization",
+                        "proxy-authorization",
+                        "cookie",
+                        "x-api-key",
+                    ]
+                    .iter()
+                    .any(|s| k.eq_ignore_ascii_case(s))
+                    {
                         *v = "[REDACTED]".into();
                     }
                 }
@@ -478,7 +589,11 @@ impl Hold {
                     req_headers,
                     req_body: meter.req_body.clone(),
                     resp_headers: vec![("Content-Type".into(), o.content_type.into())],
-                    resp_body: if o.status == 200 { o.resp_body.clone() } else { None },
+                    resp_body: if o.status == 200 {
+                        o.resp_body.clone()
+                    } else {
+                        None
+                    },
                 })
             } else {
                 None
@@ -488,7 +603,9 @@ impl Hold {
                 if ver.activity_api() {
                     Some(events::frame("activity", &format!("{{\"id\":{id}}}")))
                 } else {
-                    a.rows.back().map(|r| events::frame_value("metrics", &vec![a.row_json(r, ver)]))
+                    a.rows
+                        .back()
+                        .map(|r| events::frame_value("metrics", &vec![a.row_json(r, ver)]))
                 }
             } else {
                 None
@@ -543,7 +660,11 @@ impl Drop for Hold {
             }
         }
         if let Some(id) = self.inflight {
-            let removed = host.inflight.lock().map(|mut m| m.remove(&id).is_some()).unwrap_or(false);
+            let removed = host
+                .inflight
+                .lock()
+                .map(|mut m| m.remove(&id).is_some())
+                .unwrap_or(false);
             if removed {
                 host.inflight_changed(id, true);
             }
@@ -552,14 +673,27 @@ impl Drop for Hold {
 }
 
 /// Admission (429), inflight tracking, swap-in, then the upstream call.
-async fn proxy_to_model(ctx: Ctx, m: usize, upstream_path: &str, metered: bool) -> Response<SimBody> {
+async fn proxy_to_model(
+    ctx: Ctx,
+    m: usize,
+    upstream_path: &str,
+    metered: bool,
+) -> Response<SimBody> {
     let host = Arc::clone(&ctx.host);
     let rt = &host.models[m];
     let admitted = rt.admitted.fetch_add(1, Ordering::AcqRel) + 1;
     if admitted > rt.spec.effective_concurrency_limit() {
         rt.admitted.fetch_sub(1, Ordering::AcqRel);
-        let mut r = swap_err(&ctx, 429, &format!("too many requests: concurrency limit reached for model {}", rt.spec.id));
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let mut r = swap_err(
+            &ctx,
+            429,
+            &format!(
+                "too many requests: concurrency limit reached for model {}",
+                rt.spec.id
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     }
     let inflight = if host.ver.inflight() != InflightStyle::None {
@@ -571,7 +705,11 @@ async fn proxy_to_model(ctx: Ctx, m: usize, upstream_path: &str, metered: bool) 
             model: rt.spec.id.clone(),
             req_path: ctx.path().to_owned(),
             method: ctx.parts.method.to_string(),
-            req_headers: if host.hub.has_subscribers() { header_pairs(&ctx.parts.headers) } else { Vec::new() },
+            req_headers: if host.hub.has_subscribers() {
+                header_pairs(&ctx.parts.headers)
+            } else {
+                Vec::new()
+            },
             remote_ip: ctx.remote.ip().to_string(),
             resp_headers: Vec::new(),
             resp_bytes: 0,
@@ -593,7 +731,14 @@ async fn proxy_to_model(ctx: Ctx, m: usize, upstream_path: &str, metered: bool) 
         req_headers: header_pairs(&ctx.parts.headers),
         req_body: ctx.body.clone(),
     });
-    let mut hold = Hold { host: Some(Arc::clone(&host)), m, swap: true, active: false, inflight, meter };
+    let mut hold = Hold {
+        host: Some(Arc::clone(&host)),
+        m,
+        swap: true,
+        active: false,
+        inflight,
+        meter,
+    };
     loop {
         if let Err(e) = host.ensure_ready(m).await {
             hold.meter = None;
@@ -609,8 +754,12 @@ async fn proxy_to_model(ctx: Ctx, m: usize, upstream_path: &str, metered: bool) 
         }
     }
     let mut r = upstream(ctx, m, upstream_path, hold).await;
-    if r.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream")) {
-        r.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if r.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+    {
+        r.headers_mut()
+            .insert("x-accel-buffering", HeaderValue::from_static("no"));
     }
     r
 }
@@ -618,7 +767,8 @@ async fn proxy_to_model(ctx: Ctx, m: usize, upstream_path: &str, metered: bool) 
 fn list_models(ctx: &Ctx) -> Response<SimBody> {
     let host = &ctx.host;
     let ver = host.ver;
-    let mut models: Vec<&crate::host::ModelRt> = host.models.iter().filter(|m| !m.spec.unlisted).collect();
+    let mut models: Vec<&crate::host::ModelRt> =
+        host.models.iter().filter(|m| !m.spec.unlisted).collect();
     models.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
     let data: Vec<serde_json::Value> = models
         .iter()
@@ -651,7 +801,7 @@ fn list_models(ctx: &Ctx) -> Response<SimBody> {
                 }
                 let mut meta = serde_json::Map::new();
                 if !llamaswap.is_empty() {
-                    meta.insert("llamaswap".into(), serde_json::Value::Object(llamaswap));
+                    meta.insert("llamaswap".into(), serde_json::Value::Object(llamaswap.clone()));
                 }
                 if ver.n_ctx_meta() && s.capabilities {
                     meta.insert("n_ctx".into(), json!(s.n_ctx));
@@ -670,9 +820,14 @@ fn list_models(ctx: &Ctx) -> Response<SimBody> {
             v
         })
         .collect();
-    let mut r = resp(200, JSON_GO, wire::to_bytes(&json!({"object": "list", "data": data})));
+    let mut r = resp(
+        200,
+        JSON_GO,
+        wire::to_bytes(&json!({"object": "list", "data": data})),
+    );
     if let Some(o) = ctx.parts.headers.get(header::ORIGIN) {
-        r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+        r.headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
     }
     r
 }
@@ -712,10 +867,23 @@ fn events_stream(ctx: &Ctx) -> Response<SimBody> {
     let cap = host.faults.event_buffer().unwrap_or(ver.event_buffer());
     let mut rx = host.hub.subscribe(cap);
     let mut init = Vec::new();
-    let (proxy, up) = host.logs.lock().map(|l| (l.proxy.clone(), l.upstream.clone())).unwrap_or_default();
-    init.push(events::frame_value("logData", &json!({"source": "proxy", "data": proxy})));
-    init.push(events::frame_value("logData", &json!({"source": "upstream", "data": up})));
-    init.push(events::frame_value("modelStatus", &host.model_status_json()));
+    let (proxy, up) = host
+        .logs
+        .lock()
+        .map(|l| (l.proxy.clone(), l.upstream.clone()))
+        .unwrap_or_default();
+    init.push(events::frame_value(
+        "logData",
+        &json!({"source": "proxy", "data": proxy}),
+    ));
+    init.push(events::frame_value(
+        "logData",
+        &json!({"source": "upstream", "data": up}),
+    ));
+    init.push(events::frame_value(
+        "modelStatus",
+        &host.model_status_json(),
+    ));
     if !ver.activity_api()
         && let Ok(a) = host.activity.lock()
     {
@@ -723,10 +891,16 @@ fn events_stream(ctx: &Ctx) -> Response<SimBody> {
         init.push(events::frame_value("metrics", &rows));
     }
     if ver.ui_config() {
-        init.push(events::frame_value("uiConfig", &json!({"activity": {"session_id": ["X-Session-ID", "X-Litellm-Session-Id"]}})));
+        init.push(events::frame_value(
+            "uiConfig",
+            &json!({"activity": {"session_id": ["X-Session-ID", "X-Litellm-Session-Id"]}}),
+        ));
     }
     if ver.profile_changed() {
-        init.push(events::frame_value("profileChanged", &json!({"active": null})));
+        init.push(events::frame_value(
+            "profileChanged",
+            &json!({"active": null}),
+        ));
     }
     if let Some(s) = host.inflight_snapshot() {
         init.push(s);
@@ -752,13 +926,20 @@ fn events_stream(ctx: &Ctx) -> Response<SimBody> {
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SSE));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     r
 }
 
 fn busy(host: &HostInner) -> f64 {
-    if host.models.iter().any(|m| m.counters.processing.load(Ordering::Relaxed) > 0) {
+    if host
+        .models
+        .iter()
+        .any(|m| m.counters.processing.load(Ordering::Relaxed) > 0)
+    {
         0.9
     } else if host.models.iter().any(|m| m.state() != PState::Stopped) {
         0.1
@@ -773,13 +954,24 @@ fn perf_json(ctx: &Ctx, after: Option<SystemTime>) -> serde_json::Value {
     let every = host.scaled_ms(host.spec.perf_every_ms as f64);
     // Real-time timestamps: samples are taken every `every` of real time since the (re)start.
     let now = epoch.wall + epoch.start.elapsed();
-    activity::performance(epoch.wall, now, every, host.spec.gpu.as_ref(), busy(host), after)
+    activity::performance(
+        epoch.wall,
+        now,
+        every,
+        host.spec.gpu.as_ref(),
+        busy(host),
+        after,
+    )
 }
 
 fn performance(ctx: &Ctx) -> Response<SimBody> {
     let host = &ctx.host;
     if host.spec.performance_disabled {
-        let body = if host.ver.0 >= 229 { json!({"enabled": false}) } else { json!({"error": "performance monitor not available"}) };
+        let body = if host.ver.0 >= 229 {
+            json!({"enabled": false})
+        } else {
+            json!({"error": "performance monitor not available"})
+        };
         return resp(503, JSON_GO, wire::to_bytes(&body));
     }
     let after = match ctx.query_param("after") {
@@ -807,18 +999,43 @@ fn prometheus_sys(ctx: &Ctx) -> Response<SimBody> {
     let mut out = String::new();
     if let Some(s) = v["sys_stats"].as_array().and_then(|a| a.last()) {
         out.push_str("# HELP llamaswap_cpu_util_percent CPU utilisation per core\n# TYPE llamaswap_cpu_util_percent gauge\n");
-        for (i, c) in s["cpu_util_per_core"].as_array().into_iter().flatten().enumerate() {
-            out.push_str(&format!("llamaswap_cpu_util_percent{{core=\"{i}\"}} {}\n", c));
+        for (i, c) in s["cpu_util_per_core"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            out.push_str(&format!(
+                "llamaswap_cpu_util_percent{{core=\"{i}\"}} {}\n",
+                c
+            ));
         }
-        for (k, f) in [("total", "mem_total_mb"), ("used", "mem_used_mb"), ("free", "mem_free_mb")] {
-            out.push_str(&format!("llamaswap_memory_{k}_bytes {}\n", s[f].as_f64().unwrap_or(0.0) * 1048576.0));
+        for (k, f) in [
+            ("total", "mem_total_mb"),
+            ("used", "mem_used_mb"),
+            ("free", "mem_free_mb"),
+        ] {
+            out.push_str(&format!(
+                "llamaswap_memory_{k}_bytes {}\n",
+                s[f].as_f64().unwrap_or(0.0) * 1048576.0
+            ));
         }
-        for (i, k) in [("1m", "load_avg_1"), ("5m", "load_avg_5"), ("15m", "load_avg_15")] {
-            out.push_str(&format!("llamaswap_load_average{{interval=\"{i}\"}} {}\n", s[k]));
+        for (i, k) in [
+            ("1m", "load_avg_1"),
+            ("5m", "load_avg_5"),
+            ("15m", "load_avg_15"),
+        ] {
+            out.push_str(&format!(
+                "llamaswap_load_average{{interval=\"{i}\"}} {}\n",
+                s[k]
+            ));
         }
     }
     if let Some(g) = v["gpu_stats"].as_array().and_then(|a| a.last()) {
-        let lbl = format!("{{id=\"0\",name=\"{}\",uuid=\"GPU-fleetsim-0\"}}", g["name"].as_str().unwrap_or(""));
+        let lbl = format!(
+            "{{id=\"0\",name=\"{}\",uuid=\"GPU-fleetsim-0\"}}",
+            g["name"].as_str().unwrap_or("")
+        );
         for (metric, f, mul) in [
             ("temperature_celsius", "temp_c", 1.0),
             ("util_percent", "gpu_util_pct", 1.0),
@@ -827,7 +1044,10 @@ fn prometheus_sys(ctx: &Ctx) -> Response<SimBody> {
             ("memory_total_bytes", "mem_total_mb", 1048576.0),
             ("power_draw_watts", "power_draw_w", 1.0),
         ] {
-            out.push_str(&format!("llamaswap_gpu_{metric}{lbl} {}\n", g[f].as_f64().unwrap_or(0.0) * mul));
+            out.push_str(&format!(
+                "llamaswap_gpu_{metric}{lbl} {}\n",
+                g[f].as_f64().unwrap_or(0.0) * mul
+            ));
         }
     }
     resp(200, "text/plain; version=0.0.4; charset=utf-8", out)
@@ -839,7 +1059,9 @@ fn prometheus_sys(ctx: &Ctx) -> Response<SimBody> {
 async fn upstream(ctx: Ctx, m: usize, path: &str, mut hold: Hold) -> Response<SimBody> {
     let method = ctx.parts.method.clone();
     let r = match (&method, path) {
-        (&Method::GET, "/health" | "/v1/health") => server_resp(200, Bytes::from_static(br#"{"status":"ok"}"#)),
+        (&Method::GET, "/health" | "/v1/health") => {
+            server_resp(200, Bytes::from_static(br#"{"status":"ok"}"#))
+        }
         (&Method::GET, "/props") => server_resp(200, props(&ctx.host, m)),
         (&Method::GET, "/slots") => slots(&ctx, m),
         (&Method::GET, "/metrics") => metrics(&ctx.host, m),
@@ -855,8 +1077,12 @@ async fn upstream(ctx: Ctx, m: usize, path: &str, mut hold: Hold) -> Response<Si
         (&Method::POST, "/v1/chat/completions" | "/chat/completions") => {
             return infer(ctx, m, Kind::Chat, hold).await;
         }
-        (&Method::POST, "/v1/completions" | "/completions") => return infer(ctx, m, Kind::Text, hold).await,
-        (&Method::POST, "/v1/embeddings" | "/embeddings") => return infer(ctx, m, Kind::Embed, hold).await,
+        (&Method::POST, "/v1/completions" | "/completions") => {
+            return infer(ctx, m, Kind::Text, hold).await;
+        }
+        (&Method::POST, "/v1/embeddings" | "/embeddings") => {
+            return infer(ctx, m, Kind::Embed, hold).await;
+        }
         _ => server_err(404, "File Not Found"),
     };
     if hold.metered() {
@@ -893,7 +1119,9 @@ fn props(host: &HostInner, m: usize) -> Bytes {
 fn slots(ctx: &Ctx, m: usize) -> Response<SimBody> {
     let rt = &ctx.host.models[m];
     let busy = rt.spec.slots as usize - rt.slots.available_permits().min(rt.spec.slots as usize);
-    if ctx.query_param("fail_on_no_slot").is_some_and(|v| v == "1") && busy >= rt.spec.slots as usize {
+    if ctx.query_param("fail_on_no_slot").is_some_and(|v| v == "1")
+        && busy >= rt.spec.slots as usize
+    {
         return server_err(503, "no slot available");
     }
     let list: Vec<serde_json::Value> = (0..rt.spec.slots as usize)
@@ -918,16 +1146,38 @@ fn metrics(host: &HostInner, m: usize) -> Response<SimBody> {
         ("tokens_predicted_total", "counter", g(&c.predicted) as f64),
         ("tokens_predicted_seconds_total", "counter", pred_s),
         ("n_decode_total", "counter", g(&c.decodes) as f64),
-        ("n_tokens_max", "counter", f64::from(host.models[m].spec.n_ctx)),
+        (
+            "n_tokens_max",
+            "counter",
+            f64::from(host.models[m].spec.n_ctx),
+        ),
         ("n_busy_slots_per_decode", "counter", 1.0),
-        ("prompt_tokens_seconds", "gauge", per(g(&c.prompt_tokens), prompt_s)),
-        ("predicted_tokens_seconds", "gauge", per(g(&c.predicted), pred_s)),
-        ("requests_processing", "gauge", f64::from(c.processing.load(Ordering::Relaxed))),
-        ("requests_deferred", "gauge", f64::from(c.deferred.load(Ordering::Relaxed))),
+        (
+            "prompt_tokens_seconds",
+            "gauge",
+            per(g(&c.prompt_tokens), prompt_s),
+        ),
+        (
+            "predicted_tokens_seconds",
+            "gauge",
+            per(g(&c.predicted), pred_s),
+        ),
+        (
+            "requests_processing",
+            "gauge",
+            f64::from(c.processing.load(Ordering::Relaxed)),
+        ),
+        (
+            "requests_deferred",
+            "gauge",
+            f64::from(c.deferred.load(Ordering::Relaxed)),
+        ),
     ];
     let mut out = String::new();
     for (name, ty, v) in lines {
-        out.push_str(&format!("# HELP llamacpp:{name} {name}\n# TYPE llamacpp:{name} {ty}\nllamacpp:{name} {v}\n"));
+        out.push_str(&format!(
+            "# HELP llamacpp:{name} {name}\n# TYPE llamacpp:{name} {ty}\nllamacpp:{name} {v}\n"
+        ));
     }
     let mut r = resp(200, "text/plain; version=0.0.4", out);
     if let Ok(v) = HeaderValue::from_str(&host.created_unix.to_string()) {
@@ -944,7 +1194,11 @@ enum Kind {
 }
 
 /// Sleeps `d` unless the model is killed first; returns false when killed.
-async fn sleep_or_killed(d: Duration, kill: &mut tokio::sync::watch::Receiver<u64>, gen0: u64) -> bool {
+async fn sleep_or_killed(
+    d: Duration,
+    kill: &mut tokio::sync::watch::Receiver<u64>,
+    gen0: u64,
+) -> bool {
     if d.is_zero() {
         return *kill.borrow() == gen0;
     }
@@ -980,8 +1234,26 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
     let gen0 = *kill.borrow_and_update();
     let req = match &ctx.parsed {
         Some(Ok(r)) => r,
-        Some(Err(e)) => return fail(&mut hold, 500, wire::server_error(500, &format!("[json.exception.parse_error.101] parse error: {e}"))),
-        None => return fail(&mut hold, 500, wire::server_error(500, "[json.exception.parse_error.101] parse error: empty input")),
+        Some(Err(e)) => {
+            return fail(
+                &mut hold,
+                500,
+                wire::server_error(
+                    500,
+                    &format!("[json.exception.parse_error.101] parse error: {e}"),
+                ),
+            );
+        }
+        None => {
+            return fail(
+                &mut hold,
+                500,
+                wire::server_error(
+                    500,
+                    "[json.exception.parse_error.101] parse error: empty input",
+                ),
+            );
+        }
     };
     if let Some(f) = host.faults.for_request() {
         if let Some(h) = f.hang {
@@ -997,23 +1269,45 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
             }
         }
         if let Some(code) = f.error_status {
-            return fail(&mut hold, code, wire::server_error(code, "fleet-sim injected fault"));
+            return fail(
+                &mut hold,
+                code,
+                wire::server_error(code, "fleet-sim injected fault"),
+            );
         }
     }
     let model_name = req.model_str().unwrap_or(&rt.spec.id).to_owned();
     if kind == Kind::Embed {
         if !rt.spec.embedding {
-            return fail(&mut hold, 501, wire::server_error(501, "This server does not support embeddings. Start it with `--embeddings`"));
+            return fail(
+                &mut hold,
+                501,
+                wire::server_error(
+                    501,
+                    "This server does not support embeddings. Start it with `--embeddings`",
+                ),
+            );
         }
         let Some(inputs) = wire::embedding_inputs(req) else {
-            return fail(&mut hold, 400, wire::server_error(400, "\"input\" must be a string or an array of strings"));
+            return fail(
+                &mut hold,
+                400,
+                wire::server_error(400, "\"input\" must be a string or an array of strings"),
+            );
         };
-        let (body, tokens) = wire::embeddings_response(&model_name, &inputs, host.spec.seed, rt.spec.n_embd);
+        let (body, tokens) =
+            wire::embeddings_response(&model_name, &inputs, host.spec.seed, rt.spec.n_embd);
         let ms = f64::from(tokens) * 1000.0 / wire::eff_tps(rt.spec.prompt_tps);
         if !sleep_or_killed(host.scaled_ms(ms), &mut kill, gen0).await {
-            return fail(&mut hold, 502, wire::server_error(502, "upstream process was stopped"));
+            return fail(
+                &mut hold,
+                502,
+                wire::server_error(502, "upstream process was stopped"),
+            );
         }
-        rt.counters.prompt_tokens.fetch_add(u64::from(tokens), Ordering::Relaxed);
+        rt.counters
+            .prompt_tokens
+            .fetch_add(u64::from(tokens), Ordering::Relaxed);
         hold.finish(Outcome {
             status: 200,
             content_type: JSON_SERVER,
@@ -1028,12 +1322,24 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
         return r;
     }
     if kind == Kind::Chat && req.messages.as_ref().is_none_or(|m| m.is_empty()) {
-        return fail(&mut hold, 400, wire::server_error(400, "'messages' is required and must be a non-empty array"));
+        return fail(
+            &mut hold,
+            400,
+            wire::server_error(400, "'messages' is required and must be a non-empty array"),
+        );
     }
     if kind == Kind::Text && req.prompt.is_none() {
-        return fail(&mut hold, 400, wire::server_error(400, "\"prompt\" must be provided"));
+        return fail(
+            &mut hold,
+            400,
+            wire::server_error(400, "\"prompt\" must be provided"),
+        );
     }
-    let prompt = if kind == Kind::Chat { wire::chat_prompt(req, host.spec.seed) } else { wire::text_prompt(req, host.spec.seed) };
+    let prompt = if kind == Kind::Chat {
+        wire::chat_prompt(req, host.spec.seed)
+    } else {
+        wire::text_prompt(req, host.spec.seed)
+    };
     let n_ctx = rt.spec.n_ctx;
     if prompt.total >= n_ctx {
         return fail(&mut hold, 400, wire::exceed_context(prompt.total, n_ctx));
@@ -1056,9 +1362,23 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
     let room = n_ctx - prompt.total;
     let limit = req.max_tokens().map_or(room, |mt| mt.min(room));
     let seed = prompt.seed ^ req.seed.unwrap_or(0).wrapping_mul(0x9E37_79B9);
-    let natural = if req.ignore_eos.unwrap_or(false) { None } else { Some(rt.spec.reply_tokens.unwrap_or_else(|| textgen::natural_len(seed))) };
+    let natural = if req.ignore_eos.unwrap_or(false) {
+        None
+    } else {
+        Some(
+            rt.spec
+                .reply_tokens
+                .unwrap_or_else(|| textgen::natural_len(seed)),
+        )
+    };
     let plan = textgen::plan(seed, natural, limit, false, &req.stops());
-    let timings = Timings::new(cached, prompt.total - cached, rt.spec.prompt_tps, plan.predicted_n, rt.spec.gen_tps);
+    let timings = Timings::new(
+        cached,
+        prompt.total - cached,
+        rt.spec.prompt_tps,
+        plan.predicted_n,
+        rt.spec.gen_tps,
+    );
 
     // Queue for a slot.
     let permit = match Arc::clone(&rt.slots).try_acquire_owned() {
@@ -1072,31 +1392,60 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
             rt.counters.deferred.fetch_sub(1, Ordering::Relaxed);
             match p {
                 Some(p) => p,
-                None => return fail(&mut hold, 502, wire::server_error(502, "upstream process was stopped")),
+                None => {
+                    return fail(
+                        &mut hold,
+                        502,
+                        wire::server_error(502, "upstream process was stopped"),
+                    );
+                }
             }
         }
     };
     rt.counters.processing.fetch_add(1, Ordering::Relaxed);
     let processing = ProcessingGuard(Arc::clone(&host), m);
     if !sleep_or_killed(host.scaled_ms(timings.prompt_ms), &mut kill, gen0).await {
-        return fail(&mut hold, 502, wire::server_error(502, "upstream process was stopped"));
+        return fail(
+            &mut hold,
+            502,
+            wire::server_error(502, "upstream process was stopped"),
+        );
     }
-    rt.counters.prompt_tokens.fetch_add(u64::from(timings.prompt_n), Ordering::Relaxed);
-    rt.counters.prompt_us.fetch_add((timings.prompt_ms * 1000.0) as u64, Ordering::Relaxed);
+    rt.counters
+        .prompt_tokens
+        .fetch_add(u64::from(timings.prompt_n), Ordering::Relaxed);
+    rt.counters
+        .prompt_us
+        .fetch_add((timings.prompt_ms * 1000.0) as u64, Ordering::Relaxed);
     let id_n = host.next_id();
     let id = format!(
         "{}{:016x}{:016x}",
-        if kind == Kind::Chat { "chatcmpl-" } else { "cmpl-" },
+        if kind == Kind::Chat {
+            "chatcmpl-"
+        } else {
+            "cmpl-"
+        },
         textgen::hash_bytes(host.spec.seed, &id_n.to_le_bytes()),
         id_n
     );
-    let created = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let created = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
 
     if !req.stream() {
         if !sleep_or_killed(host.scaled_ms(timings.predicted_ms), &mut kill, gen0).await {
-            return fail(&mut hold, 502, wire::server_error(502, "upstream process was stopped"));
+            return fail(
+                &mut hold,
+                502,
+                wire::server_error(502, "upstream process was stopped"),
+            );
         }
-        let meta = Meta { id: &id, model: &model_name, created };
+        let meta = Meta {
+            id: &id,
+            model: &model_name,
+            created,
+        };
         let text = plan.text();
         let body = match kind {
             Kind::Chat => wire::chat_response(&meta, &text, plan.finish.as_str(), &timings),
@@ -1124,20 +1473,35 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
     let include_usage = req.include_usage();
     let (tx, rx) = mpsc::channel::<Result<Bytes, BodyAborted>>(8);
     let mut r = Response::new(SimBody::Chan(rx));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SSE));
-    r.headers_mut().insert(header::SERVER, HeaderValue::from_static("llama.cpp"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(SSE));
+    r.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("llama.cpp"));
     hold.headers_sent(r.headers());
     let host2 = Arc::clone(&host);
     tokio::spawn(async move {
         let _permit = permit;
         let _processing = processing;
         let rt = &host2.models[m];
-        let meta = Meta { id: &id, model: &model_name, created };
-        let capture = hold.metered() && host2.activity.lock().map(|a| a.captures_enabled()).unwrap_or(false);
+        let meta = Meta {
+            id: &id,
+            model: &model_name,
+            created,
+        };
+        let capture = hold.metered()
+            && host2
+                .activity
+                .lock()
+                .map(|a| a.captures_enabled())
+                .unwrap_or(false);
         let mut captured: Vec<u8> = Vec::new();
         let mut sent_bytes = 0usize;
         let mut chunks = 0u32;
-        let per_token = if rt.spec.gen_tps > 0.0 { host2.scaled_ms(1000.0 / rt.spec.gen_tps) } else { Duration::ZERO };
+        let per_token = if rt.spec.gen_tps > 0.0 {
+            host2.scaled_ms(1000.0 / rt.spec.gen_tps)
+        } else {
+            Duration::ZERO
+        };
         let gen_start = Instant::now();
         let mut frames: Vec<Bytes> = Vec::with_capacity(plan.pieces.len() + 4);
         if kind == Kind::Chat {
@@ -1199,11 +1563,24 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
         let mut tail = Vec::with_capacity(3);
         let last_timings = if include_usage { None } else { Some(timings) };
         match kind {
-            Kind::Chat => tail.push(wire::chat_chunk_finish(&meta, plan.finish.as_str(), last_timings)),
-            _ => tail.push(wire::text_chunk(&meta, "", Some(plan.finish.as_str()), last_timings)),
+            Kind::Chat => tail.push(wire::chat_chunk_finish(
+                &meta,
+                plan.finish.as_str(),
+                last_timings,
+            )),
+            _ => tail.push(wire::text_chunk(
+                &meta,
+                "",
+                Some(plan.finish.as_str()),
+                last_timings,
+            )),
         }
         if include_usage {
-            let object = if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+            let object = if kind == Kind::Chat {
+                "chat.completion.chunk"
+            } else {
+                "text_completion"
+            };
             tail.push(wire::chunk_usage(&meta, object, &timings));
         }
         tail.push(Bytes::from_static(wire::DONE));
@@ -1239,15 +1616,24 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
 }
 
 fn count_predicted(rt: &crate::host::ModelRt, t: &Timings) {
-    rt.counters.predicted.fetch_add(u64::from(t.predicted_n), Ordering::Relaxed);
-    rt.counters.predicted_us.fetch_add((t.predicted_ms * 1000.0) as u64, Ordering::Relaxed);
-    rt.counters.decodes.fetch_add(u64::from(t.predicted_n) + 1, Ordering::Relaxed);
+    rt.counters
+        .predicted
+        .fetch_add(u64::from(t.predicted_n), Ordering::Relaxed);
+    rt.counters
+        .predicted_us
+        .fetch_add((t.predicted_ms * 1000.0) as u64, Ordering::Relaxed);
+    rt.counters
+        .decodes
+        .fetch_add(u64::from(t.predicted_n) + 1, Ordering::Relaxed);
 }
 
 struct ProcessingGuard(Arc<HostInner>, usize);
 
 impl Drop for ProcessingGuard {
     fn drop(&mut self) {
-        self.0.models[self.1].counters.processing.fetch_sub(1, Ordering::Relaxed);
+        self.0.models[self.1]
+            .counters
+            .processing
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -250,7 +250,11 @@ impl ModelSpec {
 
     /// Effective concurrency limit (llama-swap default 10).
     pub fn effective_concurrency_limit(&self) -> u32 {
-        if self.concurrency_limit == 0 { 10 } else { self.concurrency_limit }
+        if self.concurrency_limit == 0 {
+            10
+        } else {
+            self.concurrency_limit
+        }
     }
 }
 
@@ -281,7 +285,10 @@ impl HostSpec {
 
     /// A bare llama-server host serving one model.
     pub fn llama_server(id: impl Into<String>, model: ModelSpec) -> HostSpec {
-        HostSpec { mode: Mode::LlamaServer, ..HostSpec::llama_swap(id, ApiGen::Current, vec![model]) }
+        HostSpec {
+            mode: Mode::LlamaServer,
+            ..HostSpec::llama_swap(id, ApiGen::Current, vec![model])
+        }
     }
 
     /// Sets the time scale (builder style).
@@ -299,7 +306,12 @@ impl HostSpec {
     }
 
     fn validate_at(&self, at: &str) -> Result<(), SimError> {
-        let bad = |field: &str, problem: String| Err(SimError::Spec { field: format!("{at}.{field}"), problem });
+        let bad = |field: &str, problem: String| {
+            Err(SimError::Spec {
+                field: format!("{at}.{field}"),
+                problem,
+            })
+        };
         if self.id.trim().is_empty() {
             return bad("id", "must not be empty".into());
         }
@@ -311,7 +323,10 @@ impl HostSpec {
         if let Some(v) = &self.version
             && crate::host::parse_version(v).is_none()
         {
-            return bad("version", format!("expected a llama-swap tag like \"v235\", got {v:?}"));
+            return bad(
+                "version",
+                format!("expected a llama-swap tag like \"v235\", got {v:?}"),
+            );
         }
         if let Some(l) = &self.listen
             && l.parse::<std::net::SocketAddr>().is_err()
@@ -322,13 +337,22 @@ impl HostSpec {
             return bad("models", "at least one model is required".into());
         }
         if self.mode == Mode::LlamaServer && self.models.len() != 1 {
-            return bad("models", format!("a llama-server host serves exactly one model, got {}", self.models.len()));
+            return bad(
+                "models",
+                format!(
+                    "a llama-server host serves exactly one model, got {}",
+                    self.models.len()
+                ),
+            );
         }
         let mut names = HashSet::new();
         for (i, m) in self.models.iter().enumerate() {
             let f = |name: &str| format!("models[{i}].{name}");
             if m.id.is_empty() || m.id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return bad(&f("id"), format!("must be non-empty without whitespace, got {:?}", m.id));
+                return bad(
+                    &f("id"),
+                    format!("must be non-empty without whitespace, got {:?}", m.id),
+                );
             }
             if !names.insert(m.id.as_str()) {
                 return bad(&f("id"), format!("duplicate model id or alias {:?}", m.id));
@@ -345,13 +369,22 @@ impl HostSpec {
                 return bad(&f("slots"), format!("must be 1..=1024, got {}", m.slots));
             }
             if !(m.prompt_tps.is_finite() && m.prompt_tps >= 0.0) {
-                return bad(&f("prompt_tps"), format!("must be >= 0 (0 = unlimited), got {}", m.prompt_tps));
+                return bad(
+                    &f("prompt_tps"),
+                    format!("must be >= 0 (0 = unlimited), got {}", m.prompt_tps),
+                );
             }
             if !(m.gen_tps.is_finite() && m.gen_tps >= 0.0) {
-                return bad(&f("gen_tps"), format!("must be >= 0 (0 = unlimited), got {}", m.gen_tps));
+                return bad(
+                    &f("gen_tps"),
+                    format!("must be >= 0 (0 = unlimited), got {}", m.gen_tps),
+                );
             }
             if m.ttl < -1 {
-                return bad(&f("ttl"), format!("must be -1, 0 or a number of seconds, got {}", m.ttl));
+                return bad(
+                    &f("ttl"),
+                    format!("must be -1, 0 or a number of seconds, got {}", m.ttl),
+                );
             }
             if m.embedding && (m.n_embd == 0 || m.n_embd > 16384) {
                 return bad(&f("n_embd"), format!("must be 1..=16384, got {}", m.n_embd));
@@ -361,10 +394,16 @@ impl HostSpec {
         for (g, spec) in &self.groups {
             for member in &spec.members {
                 if !self.models.iter().any(|m| &m.id == member) {
-                    return bad(&format!("groups.{g}.members"), format!("unknown model {member:?}"));
+                    return bad(
+                        &format!("groups.{g}.members"),
+                        format!("unknown model {member:?}"),
+                    );
                 }
                 if !grouped.insert(member.as_str()) {
-                    return bad(&format!("groups.{g}.members"), format!("model {member:?} is in more than one group"));
+                    return bad(
+                        &format!("groups.{g}.members"),
+                        format!("model {member:?} is in more than one group"),
+                    );
                 }
             }
         }
@@ -373,7 +412,10 @@ impl HostSpec {
                 return bad("sidecar.mode", "a sidecar must be a llama-server".into());
             }
             if sc.sidecar.is_some() {
-                return bad("sidecar.sidecar", "a sidecar cannot have its own sidecar".into());
+                return bad(
+                    "sidecar.sidecar",
+                    "a sidecar cannot have its own sidecar".into(),
+                );
             }
             sc.validate_at(&format!("{at}.sidecar"))?;
         }
@@ -388,7 +430,8 @@ impl FleetSpec {
     /// [`SimError::Parse`] with the parser's message (which names the field), or
     /// [`SimError::Spec`] from validation.
     pub fn from_yaml(text: &str) -> Result<FleetSpec, SimError> {
-        let spec: FleetSpec = serde_yaml_ng::from_str(text).map_err(|e| SimError::Parse(e.to_string()))?;
+        let spec: FleetSpec =
+            serde_yaml_ng::from_str(text).map_err(|e| SimError::Parse(e.to_string()))?;
         spec.validate()?;
         Ok(spec)
     }
@@ -398,7 +441,8 @@ impl FleetSpec {
     /// # Errors
     /// As [`FleetSpec::from_yaml`].
     pub fn from_json(text: &str) -> Result<FleetSpec, SimError> {
-        let spec: FleetSpec = serde_json::from_str(text).map_err(|e| SimError::Parse(e.to_string()))?;
+        let spec: FleetSpec =
+            serde_json::from_str(text).map_err(|e| SimError::Parse(e.to_string()))?;
         spec.validate()?;
         Ok(spec)
     }
@@ -411,21 +455,33 @@ impl FleetSpec {
         if let Some(s) = self.time_scale
             && !(s.is_finite() && s > 0.0)
         {
-            return Err(SimError::Spec { field: "time_scale".into(), problem: format!("must be a positive number, got {s}") });
+            return Err(SimError::Spec {
+                field: "time_scale".into(),
+                problem: format!("must be a positive number, got {s}"),
+            });
         }
         if self.hosts.is_empty() {
-            return Err(SimError::Spec { field: "hosts".into(), problem: "at least one host is required".into() });
+            return Err(SimError::Spec {
+                field: "hosts".into(),
+                problem: "at least one host is required".into(),
+            });
         }
         let mut ids = HashSet::new();
         for h in &self.hosts {
             h.validate()?;
             if !ids.insert(h.id.as_str()) {
-                return Err(SimError::Spec { field: format!("hosts[{}].id", h.id), problem: "duplicate host id".into() });
+                return Err(SimError::Spec {
+                    field: format!("hosts[{}].id", h.id),
+                    problem: "duplicate host id".into(),
+                });
             }
             if let Some(sc) = &h.sidecar
                 && !ids.insert(sc.id.as_str())
             {
-                return Err(SimError::Spec { field: format!("hosts[{}].sidecar.id", h.id), problem: "duplicate host id".into() });
+                return Err(SimError::Spec {
+                    field: format!("hosts[{}].sidecar.id", h.id),
+                    problem: "duplicate host id".into(),
+                });
             }
         }
         Ok(())

@@ -29,7 +29,10 @@ pub struct ReceivedRequest {
 impl ReceivedRequest {
     /// First value of a header (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body parsed as JSON, when it is JSON.
@@ -38,8 +41,14 @@ impl ReceivedRequest {
     }
 }
 
-const HOT_PATHS: [&str; 6] =
-    ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/health", "/v1/models", "/api/events"];
+const HOT_PATHS: [&str; 6] = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/health",
+    "/v1/models",
+    "/api/events",
+];
 
 #[derive(Debug)]
 pub(crate) struct StatsInner {
@@ -99,7 +108,11 @@ impl Stats {
         if let Some(i) = HOT_PATHS.iter().position(|p| *p == path) {
             return self.inner.hot[i].load(Ordering::Relaxed);
         }
-        self.inner.other.lock().map(|m| m.get(path).copied().unwrap_or(0)).unwrap_or(0)
+        self.inner
+            .other
+            .lock()
+            .map(|m| m.get(path).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// All requests received (every path, including refused and failed ones).
@@ -129,7 +142,9 @@ impl Stats {
         self.per_path()
             .iter()
             .filter(|(p, _)| {
-                p.ends_with("/chat/completions") || p.ends_with("/v1/completions") || p.ends_with("/embeddings")
+                p.ends_with("/chat/completions")
+                    || p.ends_with("/v1/completions")
+                    || p.ends_with("/embeddings")
             })
             .map(|(_, n)| n)
             .sum()
@@ -137,17 +152,28 @@ impl Stats {
 
     /// The most recent received requests, oldest first (bounded by the host's `record_limit`).
     pub fn received(&self) -> Vec<ReceivedRequest> {
-        self.inner.received.lock().map(|q| q.iter().cloned().collect()).unwrap_or_default()
+        self.inner
+            .received
+            .lock()
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Received requests on one path.
     pub fn received_on(&self, path: &str) -> Vec<ReceivedRequest> {
-        self.received().into_iter().filter(|r| r.path == path).collect()
+        self.received()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
     }
 
     /// The last received request, if any.
     pub fn last_received(&self) -> Option<ReceivedRequest> {
-        self.inner.received.lock().ok().and_then(|q| q.back().cloned())
+        self.inner
+            .received
+            .lock()
+            .ok()
+            .and_then(|q| q.back().cloned())
     }
 
     /// Clears counters and received requests.

@@ -41,12 +41,12 @@ pub(crate) fn count_tokens(text: &str) -> u32 {
 pub(crate) const MESSAGE_OVERHEAD: u32 = 4;
 
 const WORDS: &[&str] = &[
-    "the", "model", "answers", "quickly", "with", "a", "small", "fleet", "of", "local", "servers", "and",
-    "every", "request", "is", "routed", "to", "one", "host", "that", "has", "free", "slots", "while", "cloud",
-    "lanes", "run", "in", "parallel", "so", "latency", "stays", "low", "for", "users", "who", "ask", "about",
-    "code", "tests", "metrics", "tokens", "context", "cache", "swap", "load", "ready", "stream", "chunk",
-    "done", "gpu", "memory", "prompt", "speed", "reply", "seed", "value", "time", "state", "event", "queue",
-    "retry", "after", "this",
+    "the", "model", "answers", "quickly", "with", "a", "small", "fleet", "of", "local", "servers",
+    "and", "every", "request", "is", "routed", "to", "one", "host", "that", "has", "free", "slots",
+    "while", "cloud", "lanes", "run", "in", "parallel", "so", "latency", "stays", "low", "for",
+    "users", "who", "ask", "about", "code", "tests", "metrics", "tokens", "context", "cache",
+    "swap", "load", "ready", "stream", "chunk", "done", "gpu", "memory", "prompt", "speed",
+    "reply", "seed", "value", "time", "state", "event", "queue", "retry", "after", "this",
 ];
 
 /// The outcome of a generation plan.
@@ -86,7 +86,13 @@ impl Plan {
 
 /// Plans a reply. `limit` is the hard cap (max_tokens or what is left of the context);
 /// `natural` is where the model would emit EOS (None when `ignore_eos`).
-pub(crate) fn plan(seed: u64, natural: Option<u32>, limit: u32, limit_is_ctx: bool, stop: &[String]) -> Plan {
+pub(crate) fn plan(
+    seed: u64,
+    natural: Option<u32>,
+    limit: u32,
+    limit_is_ctx: bool,
+    stop: &[String],
+) -> Plan {
     let _ = limit_is_ctx;
     let mut rng = Rng::new(seed);
     let (n, finish) = match natural {
@@ -108,7 +114,12 @@ pub(crate) fn plan(seed: u64, natural: Option<u32>, limit: u32, limit_is_ctx: bo
         if check_stop {
             let before = text.len();
             text.push_str(&piece);
-            if let Some(pos) = stop.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min() {
+            if let Some(pos) = stop
+                .iter()
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| text.find(s.as_str()))
+                .min()
+            {
                 // Keep only the text before the stop word.
                 if pos > before {
                     pieces.push(Cow::Owned(text[before..pos].to_owned()));
@@ -122,12 +133,20 @@ pub(crate) fn plan(seed: u64, natural: Option<u32>, limit: u32, limit_is_ctx: bo
                         pieces.push(Cow::Owned(keep));
                     }
                 }
-                return Plan { pieces, predicted_n: i + 1, finish: Finish::Stop };
+                return Plan {
+                    pieces,
+                    predicted_n: i + 1,
+                    finish: Finish::Stop,
+                };
             }
         }
         pieces.push(piece);
     }
-    Plan { pieces, predicted_n: n, finish }
+    Plan {
+        pieces,
+        predicted_n: n,
+        finish,
+    }
 }
 
 fn capitalize(w: &str) -> String {
@@ -147,7 +166,9 @@ pub(crate) fn natural_len(seed: u64) -> u32 {
 /// A deterministic unit-length embedding.
 pub(crate) fn embedding(seed: u64, n: u32) -> Vec<f32> {
     let mut r = Rng::new(seed);
-    let mut v: Vec<f32> = (0..n).map(|_| (r.below(2001) as f32 - 1000.0) / 1000.0).collect();
+    let mut v: Vec<f32> = (0..n)
+        .map(|_| (r.below(2001) as f32 - 1000.0) / 1000.0)
+        .collect();
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
     for x in &mut v {
         *x /= norm;
@@ -177,7 +198,11 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, plan(43, None, 30, false, &[]).text());
         // Pick a word that occurs after the start, and stop on it.
-        let word = a.split(' ').nth(3).map(|w| w.trim_matches('.').to_owned()).unwrap_or_default();
+        let word = a
+            .split(' ')
+            .nth(3)
+            .map(|w| w.trim_matches('.').to_owned())
+            .unwrap_or_default();
         let stopped = plan(42, None, 30, false, std::slice::from_ref(&word));
         assert_eq!(stopped.finish, Finish::Stop);
         let t = stopped.text();

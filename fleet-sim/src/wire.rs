@@ -59,16 +59,29 @@ impl InferReq {
         self.stream.unwrap_or(false)
     }
     pub(crate) fn include_usage(&self) -> bool {
-        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
     }
     pub(crate) fn max_tokens(&self) -> Option<u32> {
-        let v = self.max_completion_tokens.or(self.max_tokens).or(self.n_predict)?;
-        if v < 0 { None } else { Some(u32::try_from(v).unwrap_or(u32::MAX)) }
+        let v = self
+            .max_completion_tokens
+            .or(self.max_tokens)
+            .or(self.n_predict)?;
+        if v < 0 {
+            None
+        } else {
+            Some(u32::try_from(v).unwrap_or(u32::MAX))
+        }
     }
     pub(crate) fn stops(&self) -> Vec<String> {
         match &self.stop {
             Some(serde_json::Value::String(s)) => vec![s.clone()],
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -117,7 +130,11 @@ pub(crate) fn chat_prompt(req: &InferReq, seed: u64) -> Prompt {
         parts.push((mh, toks));
         total = total.saturating_add(toks);
     }
-    Prompt { total, parts, seed: h }
+    Prompt {
+        total,
+        parts,
+        seed: h,
+    }
 }
 
 /// Counts prompt tokens of a text completion request.
@@ -137,7 +154,11 @@ pub(crate) fn text_prompt(req: &InferReq, seed: u64) -> Prompt {
     }
     let toks = 1 + u32::try_from(buf.len().div_ceil(4)).unwrap_or(u32::MAX);
     let mh = textgen::hash_bytes(0, &buf);
-    Prompt { total: toks, parts: vec![(mh, toks)], seed: textgen::hash_bytes(seed, &mh.to_le_bytes()) }
+    Prompt {
+        total: toks,
+        parts: vec![(mh, toks)],
+        seed: textgen::hash_bytes(seed, &mh.to_le_bytes()),
+    }
 }
 
 /// Embedding inputs (text per item).
@@ -169,7 +190,13 @@ pub(crate) fn eff_tps(tps: f64) -> f64 {
 }
 
 impl Timings {
-    pub(crate) fn new(cache_n: u32, prompt_n: u32, prompt_tps: f64, predicted_n: u32, gen_tps: f64) -> Timings {
+    pub(crate) fn new(
+        cache_n: u32,
+        prompt_n: u32,
+        prompt_tps: f64,
+        predicted_n: u32,
+        gen_tps: f64,
+    ) -> Timings {
         let (ptps, gtps) = (eff_tps(prompt_tps), eff_tps(gen_tps));
         let prompt_ms = f64::from(prompt_n) * 1000.0 / ptps;
         let predicted_ms = f64::from(predicted_n) * 1000.0 / gtps;
@@ -177,11 +204,19 @@ impl Timings {
             cache_n,
             prompt_n,
             prompt_ms,
-            prompt_per_token_ms: if prompt_n > 0 { prompt_ms / f64::from(prompt_n) } else { 0.0 },
+            prompt_per_token_ms: if prompt_n > 0 {
+                prompt_ms / f64::from(prompt_n)
+            } else {
+                0.0
+            },
             prompt_per_second: if prompt_n > 0 { ptps } else { 0.0 },
             predicted_n,
             predicted_ms,
-            predicted_per_token_ms: if predicted_n > 0 { predicted_ms / f64::from(predicted_n) } else { 0.0 },
+            predicted_per_token_ms: if predicted_n > 0 {
+                predicted_ms / f64::from(predicted_n)
+            } else {
+                0.0
+            },
             predicted_per_second: if predicted_n > 0 { gtps } else { 0.0 },
         }
     }
@@ -208,7 +243,9 @@ impl Usage {
             completion_tokens: t.predicted_n,
             prompt_tokens: prompt,
             total_tokens: prompt + t.predicted_n,
-            prompt_tokens_details: CachedDetails { cached_tokens: t.cache_n },
+            prompt_tokens_details: CachedDetails {
+                cached_tokens: t.cache_n,
+            },
         }
     }
 }
@@ -248,7 +285,14 @@ pub(crate) struct Meta<'a> {
 
 pub(crate) fn chat_response(m: &Meta<'_>, text: &str, finish: &'static str, t: &Timings) -> Bytes {
     let r = ChatResponse {
-        choices: [ChatChoice { finish_reason: finish, index: 0, message: AssistantMsg { role: "assistant", content: text } }],
+        choices: [ChatChoice {
+            finish_reason: finish,
+            index: 0,
+            message: AssistantMsg {
+                role: "assistant",
+                content: text,
+            },
+        }],
         created: m.created,
         model: m.model,
         system_fingerprint: FINGERPRINT,
@@ -282,7 +326,12 @@ struct TextChoice<'a> {
 
 pub(crate) fn text_response(m: &Meta<'_>, text: &str, finish: &'static str, t: &Timings) -> Bytes {
     to_bytes(&TextResponse {
-        choices: [TextChoice { text, index: 0, logprobs: None, finish_reason: Some(finish) }],
+        choices: [TextChoice {
+            text,
+            index: 0,
+            logprobs: None,
+            finish_reason: Some(finish),
+        }],
         created: m.created,
         model: m.model,
         system_fingerprint: FINGERPRINT,
@@ -349,7 +398,14 @@ pub(crate) const DONE: &[u8] = b"data: [DONE]\n\n";
 /// Chat stream frames.
 pub(crate) fn chat_chunk_role(m: &Meta<'_>) -> Bytes {
     sse(to_vec(&ChatChunk {
-        choices: vec![ChunkChoice { finish_reason: None, index: 0, delta: RoleDelta { role: "assistant", content: None } }],
+        choices: vec![ChunkChoice {
+            finish_reason: None,
+            index: 0,
+            delta: RoleDelta {
+                role: "assistant",
+                content: None,
+            },
+        }],
         created: m.created,
         id: m.id,
         model: m.model,
@@ -362,7 +418,11 @@ pub(crate) fn chat_chunk_role(m: &Meta<'_>) -> Bytes {
 
 pub(crate) fn chat_chunk_content(m: &Meta<'_>, piece: &str) -> Bytes {
     sse(to_vec(&ChatChunk {
-        choices: vec![ChunkChoice { finish_reason: None, index: 0, delta: ContentDelta { content: piece } }],
+        choices: vec![ChunkChoice {
+            finish_reason: None,
+            index: 0,
+            delta: ContentDelta { content: piece },
+        }],
         created: m.created,
         id: m.id,
         model: m.model,
@@ -373,9 +433,17 @@ pub(crate) fn chat_chunk_content(m: &Meta<'_>, piece: &str) -> Bytes {
     }))
 }
 
-pub(crate) fn chat_chunk_finish(m: &Meta<'_>, finish: &'static str, timings: Option<Timings>) -> Bytes {
+pub(crate) fn chat_chunk_finish(
+    m: &Meta<'_>,
+    finish: &'static str,
+    timings: Option<Timings>,
+) -> Bytes {
     sse(to_vec(&ChatChunk {
-        choices: vec![ChunkChoice { finish_reason: Some(finish), index: 0, delta: EmptyDelta {} }],
+        choices: vec![ChunkChoice {
+            finish_reason: Some(finish),
+            index: 0,
+            delta: EmptyDelta {},
+        }],
         created: m.created,
         id: m.id,
         model: m.model,
@@ -411,9 +479,19 @@ struct TextChunk<'a> {
     timings: Option<Timings>,
 }
 
-pub(crate) fn text_chunk(m: &Meta<'_>, piece: &str, finish: Option<&'static str>, timings: Option<Timings>) -> Bytes {
+pub(crate) fn text_chunk(
+    m: &Meta<'_>,
+    piece: &str,
+    finish: Option<&'static str>,
+    timings: Option<Timings>,
+) -> Bytes {
     sse(to_vec(&TextChunk {
-        choices: [TextChoice { text: piece, index: 0, logprobs: None, finish_reason: finish }],
+        choices: [TextChoice {
+            text: piece,
+            index: 0,
+            logprobs: None,
+            finish_reason: finish,
+        }],
         created: m.created,
         id: m.id,
         model: m.model,
@@ -449,7 +527,12 @@ pub(crate) fn exceed_context(n_prompt: u32, n_ctx: u32) -> Bytes {
 }
 
 /// Embeddings response (OpenAI shape).
-pub(crate) fn embeddings_response(model: &str, inputs: &[String], seed: u64, n_embd: u32) -> (Bytes, u32) {
+pub(crate) fn embeddings_response(
+    model: &str,
+    inputs: &[String],
+    seed: u64,
+    n_embd: u32,
+) -> (Bytes, u32) {
     let mut data = Vec::with_capacity(inputs.len());
     let mut tokens = 0u32;
     for (i, text) in inputs.iter().enumerate() {

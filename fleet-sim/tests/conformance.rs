@@ -22,7 +22,6 @@ use serde_json::{Value, json};
 struct Target {
     url: String,
     model: String,
-    real: bool,
 }
 
 fn sim_server_spec() -> HostSpec {
@@ -37,7 +36,10 @@ fn sim_server_spec() -> HostSpec {
 
 async fn ready_sim() -> SimHost {
     let host = start_host(sim_server_spec()).await.expect("start");
-    assert!(host.wait_model_state("gemma3-270m", "ready", common::GUARD).await);
+    assert!(
+        host.wait_model_state("gemma3-270m", "ready", common::GUARD)
+            .await
+    );
     host
 }
 
@@ -48,11 +50,22 @@ where
     Fut: Future<Output = ()>,
 {
     let sim = ready_sim().await;
-    check(Target { url: sim.base_url(), model: "gemma3-270m".into(), real: false }).await;
+    check(Target {
+        url: sim.base_url(),
+        model: "gemma3-270m".into(),
+    })
+    .await;
     if let Ok(url) = std::env::var("BOO_REAL_LLAMA_URL") {
         let models = get(&url, "/v1/models").await.json();
-        let model = models["data"][0]["id"].as_str().unwrap_or("gemma3-270m").to_owned();
-        check(Target { url: url.trim_end_matches('/').to_owned(), model, real: true }).await;
+        let model = models["data"][0]["id"]
+            .as_str()
+            .unwrap_or("gemma3-270m")
+            .to_owned();
+        check(Target {
+            url: url.trim_end_matches('/').to_owned(),
+            model,
+        })
+        .await;
         eprintln!("real llama-server confirmed: {name}");
     }
 }
@@ -62,7 +75,13 @@ async fn server_health_is_ok_json() {
     on_servers("health", |t| async move {
         let r = get(&t.url, "/health").await;
         assert_eq!(r.status, 200);
-        assert!(r.header("content-type").unwrap_or("").starts_with("application/json"), "{:?}", r.headers);
+        assert!(
+            r.header("content-type")
+                .unwrap_or("")
+                .starts_with("application/json"),
+            "{:?}",
+            r.headers
+        );
         assert_eq!(r.json()["status"], "ok");
     })
     .await;
@@ -74,7 +93,9 @@ async fn server_props_and_slots_agree() {
         let p = get(&t.url, "/props").await;
         assert_eq!(p.status, 200);
         let p = p.json();
-        let n_ctx = p["default_generation_settings"]["n_ctx"].as_u64().expect("n_ctx");
+        let n_ctx = p["default_generation_settings"]["n_ctx"]
+            .as_u64()
+            .expect("n_ctx");
         let slots = p["total_slots"].as_u64().expect("total_slots");
         assert!(n_ctx > 0 && slots >= 1);
         assert!(p["build_info"].is_string() && p["model_path"].is_string());
@@ -115,10 +136,24 @@ fn check_usage_matches_timings(v: &Value) {
     let prompt_n = t["prompt_n"].as_u64().expect("prompt_n");
     let cache_n = t["cache_n"].as_u64().expect("cache_n");
     let predicted_n = t["predicted_n"].as_u64().expect("predicted_n");
-    assert_eq!(u["prompt_tokens"].as_u64(), Some(prompt_n + cache_n), "usage.prompt_tokens includes cached: {v}");
+    assert_eq!(
+        u["prompt_tokens"].as_u64(),
+        Some(prompt_n + cache_n),
+        "usage.prompt_tokens includes cached: {v}"
+    );
     assert_eq!(u["completion_tokens"].as_u64(), Some(predicted_n));
-    assert_eq!(u["total_tokens"].as_u64(), Some(prompt_n + cache_n + predicted_n));
-    for k in ["prompt_ms", "prompt_per_token_ms", "prompt_per_second", "predicted_ms", "predicted_per_token_ms", "predicted_per_second"] {
+    assert_eq!(
+        u["total_tokens"].as_u64(),
+        Some(prompt_n + cache_n + predicted_n)
+    );
+    for k in [
+        "prompt_ms",
+        "prompt_per_token_ms",
+        "prompt_per_second",
+        "predicted_ms",
+        "predicted_per_token_ms",
+        "predicted_per_second",
+    ] {
         assert!(t[k].is_number(), "timings.{k} missing: {t}");
     }
 }
@@ -126,19 +161,34 @@ fn check_usage_matches_timings(v: &Value) {
 #[tokio::test]
 async fn server_chat_non_streaming_shape() {
     on_servers("chat non-stream shape, usage = timings", |t| async move {
-        let r = post(&t.url, "/v1/chat/completions", &chat(&t.model, "Say hello.", 8)).await;
+        let r = post(
+            &t.url,
+            "/v1/chat/completions",
+            &chat(&t.model, "Say hello.", 8),
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.text());
-        assert!(r.header("content-type").unwrap_or("").starts_with("application/json"));
+        assert!(
+            r.header("content-type")
+                .unwrap_or("")
+                .starts_with("application/json")
+        );
         let v = r.json();
         assert_eq!(v["object"], "chat.completion");
-        assert!(v["id"].as_str().is_some_and(|s| s.starts_with("chatcmpl-")), "{v}");
+        assert!(
+            v["id"].as_str().is_some_and(|s| s.starts_with("chatcmpl-")),
+            "{v}"
+        );
         assert!(v["created"].is_u64() && v["system_fingerprint"].is_string());
         assert_eq!(v["model"], t.model.as_str());
         let c = &v["choices"][0];
         assert_eq!(c["index"], 0);
         assert_eq!(c["message"]["role"], "assistant");
         assert!(c["message"]["content"].is_string());
-        assert!(matches!(c["finish_reason"].as_str(), Some("stop" | "length")));
+        assert!(matches!(
+            c["finish_reason"].as_str(),
+            Some("stop" | "length")
+        ));
         check_usage_matches_timings(&v);
     })
     .await;
@@ -159,60 +209,102 @@ async fn server_max_tokens_gives_length() {
 
 #[tokio::test]
 async fn server_chat_stream_framing() {
-    on_servers("chat stream framing, timings on last chunk, [DONE]", |t| async move {
-        let mut body = chat(&t.model, "Say hello.", 6);
-        body["stream"] = json!(true);
-        let mut s = open_json_stream(&t.url, "/v1/chat/completions", &body).await;
-        assert_eq!(s.status, 200);
-        assert!(s.header("content-type").unwrap_or("").starts_with("text/event-stream"), "{:?}", s.headers);
-        let msgs = s.all_messages().await.expect("clean end");
-        for m in &msgs {
-            assert!(m.starts_with("data: "), "every event is `data: <json>` with a space: {m:?}");
-            assert!(!m.contains('\n'), "one line per event: {m:?}");
-        }
-        assert_eq!(msgs.last().map(String::as_str), Some("data: [DONE]"));
-        let chunks = data_chunks(&msgs);
-        assert!(chunks.len() >= 2);
-        for c in &chunks {
-            assert_eq!(c["object"], "chat.completion.chunk");
-            assert!(c.get("usage").is_none_or(Value::is_null), "no usage without include_usage: {c}");
-        }
-        let first = &chunks[0]["choices"][0];
-        assert_eq!(first["delta"]["role"], "assistant");
-        assert!(first["delta"]["content"].is_null(), "first delta content is null: {first}");
-        assert!(first["finish_reason"].is_null());
-        let last = chunks.last().expect("last");
-        assert!(matches!(last["choices"][0]["finish_reason"].as_str(), Some("stop" | "length")), "{last}");
-        assert_eq!(last["choices"][0]["delta"], json!({}));
-        assert!(last["timings"]["predicted_n"].is_u64(), "timings on the last chunk: {last}");
-        let predicted = last["timings"]["predicted_n"].as_u64().unwrap_or(0);
-        let content_chunks = chunks.iter().filter(|c| c["choices"][0]["delta"]["content"].is_string()).count() as u64;
-        assert!(content_chunks <= predicted, "{content_chunks} content chunks for {predicted} tokens");
-        for c in &chunks[..chunks.len() - 1] {
-            assert!(c.get("timings").is_none(), "timings only on the last chunk: {c}");
-        }
-    })
+    on_servers(
+        "chat stream framing, timings on last chunk, [DONE]",
+        |t| async move {
+            let mut body = chat(&t.model, "Say hello.", 6);
+            body["stream"] = json!(true);
+            let mut s = open_json_stream(&t.url, "/v1/chat/completions", &body).await;
+            assert_eq!(s.status, 200);
+            assert!(
+                s.header("content-type")
+                    .unwrap_or("")
+                    .starts_with("text/event-stream"),
+                "{:?}",
+                s.headers
+            );
+            let msgs = s.all_messages().await.expect("clean end");
+            for m in &msgs {
+                assert!(
+                    m.starts_with("data: "),
+                    "every event is `data: <json>` with a space: {m:?}"
+                );
+                assert!(!m.contains('\n'), "one line per event: {m:?}");
+            }
+            assert_eq!(msgs.last().map(String::as_str), Some("data: [DONE]"));
+            let chunks = data_chunks(&msgs);
+            assert!(chunks.len() >= 2);
+            for c in &chunks {
+                assert_eq!(c["object"], "chat.completion.chunk");
+                assert!(
+                    c.get("usage").is_none_or(Value::is_null),
+                    "no usage without include_usage: {c}"
+                );
+            }
+            let first = &chunks[0]["choices"][0];
+            assert_eq!(first["delta"]["role"], "assistant");
+            assert!(
+                first["delta"]["content"].is_null(),
+                "first delta content is null: {first}"
+            );
+            assert!(first["finish_reason"].is_null());
+            let last = chunks.last().expect("last");
+            assert!(
+                matches!(
+                    last["choices"][0]["finish_reason"].as_str(),
+                    Some("stop" | "length")
+                ),
+                "{last}"
+            );
+            assert_eq!(last["choices"][0]["delta"], json!({}));
+            assert!(
+                last["timings"]["predicted_n"].is_u64(),
+                "timings on the last chunk: {last}"
+            );
+            let predicted = last["timings"]["predicted_n"].as_u64().unwrap_or(0);
+            let content_chunks = chunks
+                .iter()
+                .filter(|c| c["choices"][0]["delta"]["content"].is_string())
+                .count() as u64;
+            assert!(
+                content_chunks <= predicted,
+                "{content_chunks} content chunks for {predicted} tokens"
+            );
+            for c in &chunks[..chunks.len() - 1] {
+                assert!(
+                    c.get("timings").is_none(),
+                    "timings only on the last chunk: {c}"
+                );
+            }
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn server_stream_include_usage() {
-    on_servers("stream include_usage: usage chunk with choices [] carries timings", |t| async move {
-        let mut body = chat(&t.model, "Say hello.", 5);
-        body["stream"] = json!(true);
-        body["stream_options"] = json!({"include_usage": true});
-        let mut s = open_json_stream(&t.url, "/v1/chat/completions", &body).await;
-        let msgs = s.all_messages().await.expect("clean end");
-        assert_eq!(msgs.last().map(String::as_str), Some("data: [DONE]"));
-        let chunks = data_chunks(&msgs);
-        let usage = chunks.last().expect("usage chunk");
-        assert_eq!(usage["choices"], json!([]), "{usage}");
-        check_usage_matches_timings(usage);
-        let finish = &chunks[chunks.len() - 2];
-        assert!(finish["choices"][0]["finish_reason"].is_string());
-        assert!(finish.get("timings").is_none(), "timings move to the usage chunk: {finish}");
-        assert!(finish.get("usage").is_none_or(Value::is_null));
-    })
+    on_servers(
+        "stream include_usage: usage chunk with choices [] carries timings",
+        |t| async move {
+            let mut body = chat(&t.model, "Say hello.", 5);
+            body["stream"] = json!(true);
+            body["stream_options"] = json!({"include_usage": true});
+            let mut s = open_json_stream(&t.url, "/v1/chat/completions", &body).await;
+            let msgs = s.all_messages().await.expect("clean end");
+            assert_eq!(msgs.last().map(String::as_str), Some("data: [DONE]"));
+            let chunks = data_chunks(&msgs);
+            let usage = chunks.last().expect("usage chunk");
+            assert_eq!(usage["choices"], json!([]), "{usage}");
+            check_usage_matches_timings(usage);
+            let finish = &chunks[chunks.len() - 2];
+            assert!(finish["choices"][0]["finish_reason"].is_string());
+            assert!(
+                finish.get("timings").is_none(),
+                "timings move to the usage chunk: {finish}"
+            );
+            assert!(finish.get("usage").is_none_or(Value::is_null));
+        },
+    )
     .await;
 }
 
@@ -225,7 +317,10 @@ async fn server_text_completion_shape() {
         let v = r.json();
         assert_eq!(v["object"], "text_completion");
         assert!(v["choices"][0]["text"].is_string());
-        assert!(matches!(v["choices"][0]["finish_reason"].as_str(), Some("stop" | "length")));
+        assert!(matches!(
+            v["choices"][0]["finish_reason"].as_str(),
+            Some("stop" | "length")
+        ));
         check_usage_matches_timings(&v);
     })
     .await;
@@ -241,7 +336,10 @@ async fn server_exceeding_context_is_a_typed_400() {
         assert_eq!(e["type"], "exceed_context_size_error", "{e}");
         assert_eq!(e["code"], 400);
         assert!(e["message"].is_string());
-        let (n_prompt, n_ctx) = (e["n_prompt_tokens"].as_u64().expect("n_prompt_tokens"), e["n_ctx"].as_u64().expect("n_ctx"));
+        let (n_prompt, n_ctx) = (
+            e["n_prompt_tokens"].as_u64().expect("n_prompt_tokens"),
+            e["n_ctx"].as_u64().expect("n_ctx"),
+        );
         assert!(n_prompt >= n_ctx, "{e}");
     })
     .await;
@@ -254,10 +352,25 @@ async fn server_metrics_are_prometheus() {
         let _ = post(&t.url, "/v1/chat/completions", &chat(&t.model, "hi", 2)).await;
         let r = get(&t.url, "/metrics").await;
         assert_eq!(r.status, 200);
-        assert!(r.header("content-type").unwrap_or("").starts_with("text/plain"), "{:?}", r.headers);
+        assert!(
+            r.header("content-type")
+                .unwrap_or("")
+                .starts_with("text/plain"),
+            "{:?}",
+            r.headers
+        );
         let text = r.text();
-        for name in ["prompt_tokens_total", "tokens_predicted_total", "requests_processing", "requests_deferred", "n_decode_total"] {
-            assert!(text.contains(&format!("llamacpp:{name}")), "missing {name}:\n{text}");
+        for name in [
+            "prompt_tokens_total",
+            "tokens_predicted_total",
+            "requests_processing",
+            "requests_deferred",
+            "n_decode_total",
+        ] {
+            assert!(
+                text.contains(&format!("llamacpp:{name}")),
+                "missing {name}:\n{text}"
+            );
         }
         let predicted: f64 = text
             .lines()
@@ -271,16 +384,33 @@ async fn server_metrics_are_prometheus() {
 
 #[tokio::test]
 async fn server_errors_use_the_error_object() {
-    on_servers("error object for an unknown route and a bad body", |t| async move {
-        let r = get(&t.url, "/no/such/route").await;
-        assert_eq!(r.status, 404);
-        let r = client::request(&t.url, Method::POST, "/v1/chat/completions", &[("content-type", "application/json")], "{not json")
+    on_servers(
+        "error object for an unknown route and a bad body",
+        |t| async move {
+            let r = get(&t.url, "/no/such/route").await;
+            assert_eq!(r.status, 404);
+            let r = client::request(
+                &t.url,
+                Method::POST,
+                "/v1/chat/completions",
+                &[("content-type", "application/json")],
+                "{not json",
+            )
             .await
             .expect("request");
-        assert!(r.status == 400 || r.status == 500, "bad JSON status {}", r.status);
-        let e = &r.json()["error"];
-        assert!(e["message"].is_string() && e["type"].is_string() && e["code"].is_u64(), "{}", r.text());
-    })
+            assert!(
+                r.status == 400 || r.status == 500,
+                "bad JSON status {}",
+                r.status
+            );
+            let e = &r.json()["error"];
+            assert!(
+                e["message"].is_string() && e["type"].is_string() && e["code"].is_u64(),
+                "{}",
+                r.text()
+            );
+        },
+    )
     .await;
 }
 
@@ -293,7 +423,10 @@ async fn server_answers_503_while_loading() {
     for path in ["/health", "/v1/models", "/props"] {
         let r = get(&host.base_url(), path).await;
         assert_eq!(r.status, 503, "{path}");
-        assert_eq!(r.json(), json!({"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}));
+        assert_eq!(
+            r.json(),
+            json!({"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}})
+        );
     }
 }
 
@@ -302,16 +435,32 @@ async fn server_embeddings_shape_and_unsupported() {
     let mut m = ModelSpec::new("bge-m3");
     m.embedding = true;
     m.n_embd = 16;
-    let host = start_host(HostSpec::llama_server("emb", m).with_time_scale(0.001)).await.expect("start");
-    assert!(host.wait_model_state("bge-m3", "ready", common::GUARD).await);
-    let v = post(&host.base_url(), "/v1/embeddings", &json!({"model": "bge-m3", "input": ["a", "bb"]})).await.json();
+    let host = start_host(HostSpec::llama_server("emb", m).with_time_scale(0.001))
+        .await
+        .expect("start");
+    assert!(
+        host.wait_model_state("bge-m3", "ready", common::GUARD)
+            .await
+    );
+    let v = post(
+        &host.base_url(),
+        "/v1/embeddings",
+        &json!({"model": "bge-m3", "input": ["a", "bb"]}),
+    )
+    .await
+    .json();
     assert_eq!(v["object"], "list");
     assert_eq!(v["data"].as_array().map(Vec::len), Some(2));
     assert_eq!(v["data"][1]["index"], 1);
     assert_eq!(v["data"][0]["embedding"].as_array().map(Vec::len), Some(16));
     assert!(v["usage"]["prompt_tokens"].as_u64() >= Some(2));
     let chat_host = ready_sim().await;
-    let r = post(&chat_host.base_url(), "/v1/embeddings", &json!({"model": "x", "input": "a"})).await;
+    let r = post(
+        &chat_host.base_url(),
+        "/v1/embeddings",
+        &json!({"model": "x", "input": "a"}),
+    )
+    .await;
     assert_eq!(r.status, 501);
     assert_eq!(r.json()["error"]["type"], "not_supported_error");
 }
@@ -326,7 +475,10 @@ async fn swap_host(api: ApiGen, version: Option<&str>) -> SimHost {
     b.load_ms = 1000;
     let mut spec = HostSpec::llama_swap("swap", api, vec![a, b]).with_time_scale(0.001);
     spec.version = version.map(str::to_owned);
-    spec.gpu = Some(boo_fleet_sim::GpuSpec { name: "NVIDIA Test".into(), mem_total_mb: 8192 });
+    spec.gpu = Some(boo_fleet_sim::GpuSpec {
+        name: "NVIDIA Test".into(),
+        mem_total_mb: 8192,
+    });
     spec.perf_every_ms = 5;
     start_host(spec).await.expect("start")
 }
@@ -336,12 +488,19 @@ async fn swap_health_version_and_unknown_route() {
     let h = swap_host(ApiGen::Current, None).await;
     let r = get(&h.base_url(), "/health").await;
     assert_eq!((r.status, r.text().as_str()), (200, "OK"));
-    assert!(r.header("content-type").unwrap_or("").starts_with("text/plain"));
+    assert!(
+        r.header("content-type")
+            .unwrap_or("")
+            .starts_with("text/plain")
+    );
     let v = get(&h.base_url(), "/api/version").await.json();
     assert_eq!(v["version"], "v250");
     assert!(v["commit"].is_string() && v["build_date"].is_string());
     let legacy = swap_host(ApiGen::Legacy, None).await;
-    assert_eq!(get(&legacy.base_url(), "/api/version").await.json()["version"], "v223");
+    assert_eq!(
+        get(&legacy.base_url(), "/api/version").await.json()["version"],
+        "v223"
+    );
     assert_eq!(get(&h.base_url(), "/nope").await.status, 404);
 }
 
@@ -351,12 +510,18 @@ async fn swap_unknown_model_status_and_body_by_generation() {
     let cur = swap_host(ApiGen::Current, None).await;
     let r = post(&cur.base_url(), "/v1/chat/completions", &body).await;
     assert_eq!(r.status, 404);
-    assert_eq!(r.json(), json!({"src": "llama-swap", "error": "no router for requested model"}));
+    assert_eq!(
+        r.json(),
+        json!({"src": "llama-swap", "error": "no router for requested model"})
+    );
     let r = client::request(
         &cur.base_url(),
         Method::POST,
         "/v1/chat/completions",
-        &[("content-type", "application/json"), ("accept", "text/plain")],
+        &[
+            ("content-type", "application/json"),
+            ("accept", "text/plain"),
+        ],
         serde_json::to_vec(&body).unwrap_or_default(),
     )
     .await
@@ -364,7 +529,9 @@ async fn swap_unknown_model_status_and_body_by_generation() {
     assert_eq!(r.text(), "llama-swap: no router for requested model");
 
     let head = swap_host(ApiGen::Head, None).await;
-    let v = post(&head.base_url(), "/v1/chat/completions", &body).await.json();
+    let v = post(&head.base_url(), "/v1/chat/completions", &body)
+        .await
+        .json();
     assert_eq!(v["src"], "llama-swap");
     assert_eq!(v["error"]["code"], "not_found");
     assert_eq!(v["error"]["type"], "invalid_request_error");
@@ -372,21 +539,43 @@ async fn swap_unknown_model_status_and_body_by_generation() {
     let legacy = swap_host(ApiGen::Legacy, None).await;
     let r = post(&legacy.base_url(), "/v1/chat/completions", &body).await;
     assert_eq!(r.status, 400);
-    assert_eq!(r.text(), "could not find suitable inference handler for nope");
+    assert_eq!(
+        r.text(),
+        "could not find suitable inference handler for nope"
+    );
     let r = client::request(
         &legacy.base_url(),
         Method::POST,
         "/v1/chat/completions",
-        &[("content-type", "application/json"), ("accept", "application/json")],
+        &[
+            ("content-type", "application/json"),
+            ("accept", "application/json"),
+        ],
         serde_json::to_vec(&body).unwrap_or_default(),
     )
     .await
     .expect("request");
-    assert_eq!(r.json(), json!({"error": "could not find suitable inference handler for nope"}));
+    assert_eq!(
+        r.json(),
+        json!({"error": "could not find suitable inference handler for nope"})
+    );
     // No model at all.
-    let r = post(&legacy.base_url(), "/v1/chat/completions", &json!({"messages": []})).await;
-    assert_eq!((r.status, r.text().as_str()), (400, "missing or invalid 'model' key"));
-    let r = post(&cur.base_url(), "/v1/chat/completions", &json!({"messages": []})).await;
+    let r = post(
+        &legacy.base_url(),
+        "/v1/chat/completions",
+        &json!({"messages": []}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "missing or invalid 'model' key")
+    );
+    let r = post(
+        &cur.base_url(),
+        "/v1/chat/completions",
+        &json!({"messages": []}),
+    )
+    .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "no model id could be identified");
 }
@@ -395,26 +584,50 @@ async fn swap_unknown_model_status_and_body_by_generation() {
 async fn swap_current_requires_json_content_type() {
     let body = serde_json::to_vec(&chat("qwen", "hi", 2)).unwrap_or_default();
     let cur = swap_host(ApiGen::Current, None).await;
-    let r = client::request(&cur.base_url(), Method::POST, "/v1/chat/completions", &[("content-type", "text/plain")], body.clone())
-        .await
-        .expect("request");
+    let r = client::request(
+        &cur.base_url(),
+        Method::POST,
+        "/v1/chat/completions",
+        &[("content-type", "text/plain")],
+        body.clone(),
+    )
+    .await
+    .expect("request");
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "no model id could be identified");
     // Legacy reads the JSON body whatever the Content-Type.
     let legacy = swap_host(ApiGen::Legacy, None).await;
-    let r = client::request(&legacy.base_url(), Method::POST, "/v1/chat/completions", &[("content-type", "text/plain")], body)
-        .await
-        .expect("request");
+    let r = client::request(
+        &legacy.base_url(),
+        Method::POST,
+        "/v1/chat/completions",
+        &[("content-type", "text/plain")],
+        body,
+    )
+    .await
+    .expect("request");
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
 #[tokio::test]
 async fn swap_alias_is_forwarded_as_sent_and_resolved_in_activity() {
     let h = swap_host(ApiGen::Current, None).await;
-    let v = post(&h.base_url(), "/v1/chat/completions", &chat("gpt-4o-mini", "hi", 2)).await.json();
-    assert_eq!(v["model"], "gpt-4o-mini", "upstream echoes the name as sent");
+    let v = post(
+        &h.base_url(),
+        "/v1/chat/completions",
+        &chat("gpt-4o-mini", "hi", 2),
+    )
+    .await
+    .json();
+    assert_eq!(
+        v["model"], "gpt-4o-mini",
+        "upstream echoes the name as sent"
+    );
     let a = get(&h.base_url(), "/api/metrics/activity").await.json();
-    assert_eq!(a["data"][0]["model"], "qwen", "activity has the resolved id");
+    assert_eq!(
+        a["data"][0]["model"], "qwen",
+        "activity has the resolved id"
+    );
 }
 
 #[tokio::test]
@@ -422,7 +635,12 @@ async fn swap_models_list_by_generation() {
     let cur = swap_host(ApiGen::Current, None).await;
     let v = get(&cur.base_url(), "/v1/models").await.json();
     assert_eq!(v["object"], "list");
-    let ids: Vec<&str> = v["data"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str()).collect();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
     assert_eq!(ids, ["org/model-b", "qwen"], "sorted by id");
     let q = &v["data"][1];
     assert_eq!(q["owned_by"], "llama-swap");
@@ -430,20 +648,39 @@ async fn swap_models_list_by_generation() {
     assert_eq!(q["meta"]["llamaswap"]["type"], "model");
     assert_eq!(q["meta"]["n_ctx"], 8192);
     assert_eq!(q["context_length"], 8192);
-    let _ = post(&cur.base_url(), "/v1/chat/completions", &chat("qwen", "hi", 1)).await;
+    let _ = post(
+        &cur.base_url(),
+        "/v1/chat/completions",
+        &chat("qwen", "hi", 1),
+    )
+    .await;
     let v = get(&cur.base_url(), "/v1/models").await.json();
     assert_eq!(v["data"][1]["status"]["value"], "loaded");
     let legacy = swap_host(ApiGen::Legacy, None).await;
     let v = get(&legacy.base_url(), "/v1/models").await.json();
-    assert!(v["data"][0].get("status").is_none(), "legacy has no status: {v}");
-    assert!(v["data"][0].get("meta").is_none(), "legacy meta only with user metadata: {v}");
+    assert!(
+        v["data"][0].get("status").is_none(),
+        "legacy has no status: {v}"
+    );
+    assert!(
+        v["data"][0].get("meta").is_none(),
+        "legacy meta only with user metadata: {v}"
+    );
 }
 
 #[tokio::test]
 async fn swap_running_lists_processes() {
     let h = swap_host(ApiGen::Current, None).await;
-    assert_eq!(get(&h.base_url(), "/running").await.json(), json!({"running": []}));
-    let _ = post(&h.base_url(), "/v1/chat/completions", &chat("qwen", "hi", 1)).await;
+    assert_eq!(
+        get(&h.base_url(), "/running").await.json(),
+        json!({"running": []})
+    );
+    let _ = post(
+        &h.base_url(),
+        "/v1/chat/completions",
+        &chat("qwen", "hi", 1),
+    )
+    .await;
     let v = get(&h.base_url(), "/running").await.json();
     let r = &v["running"][0];
     assert_eq!(r["model"], "qwen");
@@ -459,13 +696,31 @@ async fn swap_unload_apis() {
     let url = h.base_url();
     let _ = post(&url, "/v1/chat/completions", &chat("qwen", "hi", 1)).await;
     assert_eq!(h.model_state("qwen"), Some("ready"));
-    let r = client::request(&url, Method::POST, "/api/models/unload/qwen", &[], Bytes::new()).await.expect("req");
+    let r = client::request(
+        &url,
+        Method::POST,
+        "/api/models/unload/qwen",
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .expect("req");
     assert_eq!((r.status, r.text().as_str()), (200, "OK"));
     assert_eq!(h.model_state("qwen"), Some("stopped"));
-    let r = client::request(&url, Method::POST, "/api/models/unload/nope", &[], Bytes::new()).await.expect("req");
+    let r = client::request(
+        &url,
+        Method::POST,
+        "/api/models/unload/nope",
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .expect("req");
     assert_eq!(r.status, 404);
     let _ = post(&url, "/v1/chat/completions", &chat("qwen", "hi", 1)).await;
-    let r = client::request(&url, Method::POST, "/api/models/unload", &[], Bytes::new()).await.expect("req");
+    let r = client::request(&url, Method::POST, "/api/models/unload", &[], Bytes::new())
+        .await
+        .expect("req");
     assert_eq!(r.json(), json!({"msg": "ok"}));
     assert_eq!(h.model_state("qwen"), Some("stopped"));
     let _ = post(&url, "/v1/chat/completions", &chat("qwen", "hi", 1)).await;
@@ -481,7 +736,9 @@ async fn swap_upstream_redirects_loads_and_conflicts() {
     let r = get(&url, "/upstream/org/model-b").await;
     assert_eq!(r.status, 301);
     assert_eq!(r.header("location"), Some("/upstream/org/model-b/"));
-    let r = client::request(&url, Method::POST, "/upstream/qwen", &[], Bytes::new()).await.expect("req");
+    let r = client::request(&url, Method::POST, "/upstream/qwen", &[], Bytes::new())
+        .await
+        .expect("req");
     assert_eq!(r.status, 308);
     // An ignored (static) path for a model that is not loaded: 409, no swap.
     let r = get(&url, "/upstream/qwen/index.json").await;
@@ -504,7 +761,11 @@ async fn swap_streams_get_x_accel_buffering() {
     body["stream"] = json!(true);
     let mut s = open_json_stream(&h.base_url(), "/v1/chat/completions", &body).await;
     assert_eq!(s.header("x-accel-buffering"), Some("no"));
-    assert!(s.header("content-type").unwrap_or("").starts_with("text/event-stream"));
+    assert!(
+        s.header("content-type")
+            .unwrap_or("")
+            .starts_with("text/event-stream")
+    );
     let msgs = s.all_messages().await.expect("clean end");
     assert_eq!(msgs.last().map(String::as_str), Some("data: [DONE]"));
 }
@@ -515,7 +776,9 @@ async fn swap_concurrency_limit_is_429_with_retry_after() {
     m.concurrency_limit = 2;
     m.gen_tps = 1.0; // 1 token/s emulated; at scale 0.01 a 50-token reply takes 0.5 s
     m.load_ms = 0;
-    let h = start_host(HostSpec::llama_swap("c", ApiGen::Current, vec![m]).with_time_scale(0.01)).await.expect("start");
+    let h = start_host(HostSpec::llama_swap("c", ApiGen::Current, vec![m]).with_time_scale(0.01))
+        .await
+        .expect("start");
     let url = h.base_url();
     let body = json!({"model": "slow", "messages": [{"role": "user", "content": "x"}], "max_tokens": 50, "ignore_eos": true, "stream": true});
     let _a = open_json_stream(&url, "/v1/chat/completions", &body).await;
@@ -542,7 +805,12 @@ async fn swap_events_current_framing_and_on_connect_sequence() {
             assert!(v["data"].is_string());
         }
         if t == "modelStatus" {
-            let ids: Vec<&str> = v.as_array().into_iter().flatten().filter_map(|m| m["id"].as_str()).collect();
+            let ids: Vec<&str> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["id"].as_str())
+                .collect();
             assert_eq!(ids, ["qwen", "org/model-b"]);
             assert_eq!(v[0]["state"], "stopped");
         }
@@ -551,22 +819,51 @@ async fn swap_events_current_framing_and_on_connect_sequence() {
         }
         types.push(t);
     }
-    assert_eq!(types, ["logData", "logData", "modelStatus", "uiConfig", "profileChanged", "inflight"]);
+    assert_eq!(
+        types,
+        [
+            "logData",
+            "logData",
+            "modelStatus",
+            "uiConfig",
+            "profileChanged",
+            "inflight"
+        ]
+    );
     // A request: inflight upserts, state changes, then an activity id.
-    let _ = post(&h.base_url(), "/v1/chat/completions", &chat("qwen", "hi", 2)).await;
-    let (_, v) = s.event_where(|t, v| t == "inflight" && v["operation"] == "upsert").await.expect("upsert");
+    let _ = post(
+        &h.base_url(),
+        "/v1/chat/completions",
+        &chat("qwen", "hi", 2),
+    )
+    .await;
+    let (_, v) = s
+        .event_where(|t, v| t == "inflight" && v["operation"] == "upsert")
+        .await
+        .expect("upsert");
     assert_eq!(v["request"]["model"], "qwen");
     assert_eq!(v["request"]["req_path"], "/v1/chat/completions");
-    let (_, v) = s.event_where(|t, _| t == "activity").await.expect("activity");
+    let (_, v) = s
+        .event_where(|t, _| t == "activity")
+        .await
+        .expect("activity");
     assert_eq!(v, json!({"id": 1}));
-    let (_, v) = s.event_where(|t, v| t == "inflight" && v["operation"] == "remove").await.expect("remove");
+    let (_, v) = s
+        .event_where(|t, v| t == "inflight" && v["operation"] == "remove")
+        .await
+        .expect("remove");
     assert!(v["id"].is_string(), "inflight ids are decimal strings: {v}");
 }
 
 #[tokio::test]
 async fn swap_events_legacy_sends_metrics_arrays() {
     let h = swap_host(ApiGen::Legacy, Some("v235")).await;
-    let _ = post(&h.base_url(), "/v1/chat/completions", &chat("qwen", "hi", 2)).await;
+    let _ = post(
+        &h.base_url(),
+        "/v1/chat/completions",
+        &chat("qwen", "hi", 2),
+    )
+    .await;
     let mut s = Stream::open(&h.base_url(), Method::GET, "/api/events", &[], Bytes::new()).await;
     let mut types = Vec::new();
     for _ in 0..5 {
@@ -582,15 +879,37 @@ async fn swap_events_legacy_sends_metrics_arrays() {
         }
         types.push(t);
     }
-    assert_eq!(types, ["logData", "logData", "modelStatus", "metrics", "inflight"]);
-    let _ = post(&h.base_url(), "/v1/chat/completions", &chat("qwen", "hi", 2)).await;
+    assert_eq!(
+        types,
+        ["logData", "logData", "modelStatus", "metrics", "inflight"]
+    );
+    let _ = post(
+        &h.base_url(),
+        "/v1/chat/completions",
+        &chat("qwen", "hi", 2),
+    )
+    .await;
     let (_, v) = s.event_where(|t, _| t == "metrics").await.expect("metrics");
-    assert_eq!(v.as_array().map(Vec::len), Some(1), "one-element array per request");
+    assert_eq!(
+        v.as_array().map(Vec::len),
+        Some(1),
+        "one-element array per request"
+    );
     assert_eq!(v[0]["id"], 1);
     // v223 reports the inflight total.
     let old = swap_host(ApiGen::Legacy, None).await;
-    let mut s = Stream::open(&old.base_url(), Method::GET, "/api/events", &[], Bytes::new()).await;
-    let (_, v) = s.event_where(|t, _| t == "inflight").await.expect("inflight");
+    let mut s = Stream::open(
+        &old.base_url(),
+        Method::GET,
+        "/api/events",
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    let (_, v) = s
+        .event_where(|t, _| t == "inflight")
+        .await
+        .expect("inflight");
     assert_eq!(v, json!({"total": 0}));
 }
 
@@ -599,7 +918,10 @@ async fn swap_event_framing_is_exact() {
     let h = swap_host(ApiGen::Current, None).await;
     let mut s = Stream::open(&h.base_url(), Method::GET, "/api/events", &[], Bytes::new()).await;
     let msg = s.next_message().await.expect("message").expect("not ended");
-    assert!(msg.starts_with("event:message\ndata:{\"type\":\"logData\",\"data\":\"{"), "{msg:?}");
+    assert!(
+        msg.starts_with("event:message\ndata:{\"type\":\"logData\",\"data\":\"{"),
+        "{msg:?}"
+    );
     assert!(parse_event(&msg).is_some());
 }
 
@@ -608,26 +930,63 @@ async fn swap_activity_rows_stats_and_captures() {
     let h = swap_host(ApiGen::Current, None).await;
     let url = h.base_url();
     for _ in 0..3 {
-        let r = post(&url, "/v1/chat/completions", &chat("qwen", "hello there", 4)).await;
+        let r = post(
+            &url,
+            "/v1/chat/completions",
+            &chat("qwen", "hello there", 4),
+        )
+        .await;
         assert_eq!(r.status, 200);
     }
     let a = get(&url, "/api/metrics/activity").await.json();
     assert_eq!(a["total"], 3);
-    assert_eq!((a["page"].as_u64(), a["limit"].as_u64(), a["total_pages"].as_u64()), (Some(1), Some(25), Some(1)));
-    let ids: Vec<u64> = a["data"].as_array().into_iter().flatten().filter_map(|r| r["id"].as_u64()).collect();
-    assert_eq!(ids, [3, 2, 1], "default order is id descending, ids start at 1");
+    assert_eq!(
+        (
+            a["page"].as_u64(),
+            a["limit"].as_u64(),
+            a["total_pages"].as_u64()
+        ),
+        (Some(1), Some(25), Some(1))
+    );
+    let ids: Vec<u64> = a["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["id"].as_u64())
+        .collect();
+    assert_eq!(
+        ids,
+        [3, 2, 1],
+        "default order is id descending, ids start at 1"
+    );
     let row = &a["data"][0];
     assert_eq!(row["req_path"], "/v1/chat/completions");
     assert_eq!(row["resp_status_code"], 200);
     assert_eq!(row["tokens"]["output_tokens"], 4);
     assert_eq!(row["tokens"]["draft_tokens"], -1);
-    assert!(row["timestamp"].as_str().is_some_and(|t| !t.contains('.')), "1-second precision: {row}");
+    assert!(
+        row["timestamp"].as_str().is_some_and(|t| !t.contains('.')),
+        "1-second precision: {row}"
+    );
     assert_eq!(row["has_capture"], true);
-    let inc = get(&url, "/api/metrics/activity?min_id=2&sort=id&order=asc&limit=999").await.json();
-    let ids: Vec<u64> = inc["data"].as_array().into_iter().flatten().filter_map(|r| r["id"].as_u64()).collect();
+    let inc = get(
+        &url,
+        "/api/metrics/activity?min_id=2&sort=id&order=asc&limit=999",
+    )
+    .await
+    .json();
+    let ids: Vec<u64> = inc["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["id"].as_u64())
+        .collect();
     assert_eq!(ids, [2, 3]);
     assert_eq!(get(&url, "/api/metrics/activity?limit=0").await.status, 400);
-    assert_eq!(get(&url, "/api/metrics/activity?sort=bogus").await.status, 400);
+    assert_eq!(
+        get(&url, "/api/metrics/activity?sort=bogus").await.status,
+        400
+    );
     let st = get(&url, "/api/metrics/stats").await.json();
     assert_eq!(st["total_requests"], 3);
     assert_eq!(st["total_output_tokens"], 12);
@@ -636,10 +995,22 @@ async fn swap_activity_rows_stats_and_captures() {
     assert_eq!(c.status, 200);
     let c = c.json();
     use base64::Engine as _;
-    let req = base64::engine::general_purpose::STANDARD.decode(c["req_body"].as_str().unwrap_or("")).expect("base64");
-    assert_eq!(serde_json::from_slice::<Value>(&req).ok(), Some(chat("qwen", "hello there", 4)));
-    let resp = base64::engine::general_purpose::STANDARD.decode(c["resp_body"].as_str().unwrap_or("")).expect("base64");
-    assert_eq!(serde_json::from_slice::<Value>(&resp).ok().map(|v| v["object"].clone()), Some(json!("chat.completion")));
+    let req = base64::engine::general_purpose::STANDARD
+        .decode(c["req_body"].as_str().unwrap_or(""))
+        .expect("base64");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&req).ok(),
+        Some(chat("qwen", "hello there", 4))
+    );
+    let resp = base64::engine::general_purpose::STANDARD
+        .decode(c["resp_body"].as_str().unwrap_or(""))
+        .expect("base64");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&resp)
+            .ok()
+            .map(|v| v["object"].clone()),
+        Some(json!("chat.completion"))
+    );
     assert_eq!(get(&url, "/api/captures/99").await.status, 404);
     assert_eq!(get(&url, "/api/captures/abc").await.status, 400);
 }
@@ -647,13 +1018,34 @@ async fn swap_activity_rows_stats_and_captures() {
 #[tokio::test]
 async fn swap_legacy_metrics_ring() {
     let h = swap_host(ApiGen::Legacy, None).await;
-    assert_eq!(get(&h.base_url(), "/api/metrics/activity").await.status, 404);
-    let _ = post(&h.base_url(), "/v1/chat/completions", &chat("qwen", "hi", 2)).await;
-    let _ = post(&h.base_url(), "/v1/chat/completions", &chat("qwen", "hi", 3)).await;
+    assert_eq!(
+        get(&h.base_url(), "/api/metrics/activity").await.status,
+        404
+    );
+    let _ = post(
+        &h.base_url(),
+        "/v1/chat/completions",
+        &chat("qwen", "hi", 2),
+    )
+    .await;
+    let _ = post(
+        &h.base_url(),
+        "/v1/chat/completions",
+        &chat("qwen", "hi", 3),
+    )
+    .await;
     let v = get(&h.base_url(), "/api/metrics").await.json();
-    let ids: Vec<u64> = v.as_array().into_iter().flatten().filter_map(|r| r["id"].as_u64()).collect();
+    let ids: Vec<u64> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["id"].as_u64())
+        .collect();
     assert_eq!(ids, [0, 1], "oldest first, from 0");
-    assert!(v[0]["tokens"].get("draft_tokens").is_none(), "v223 has no draft fields");
+    assert!(
+        v[0]["tokens"].get("draft_tokens").is_none(),
+        "v223 has no draft fields"
+    );
     let cur = swap_host(ApiGen::Current, None).await;
     assert_eq!(get(&cur.base_url(), "/api/metrics").await.status, 404);
 }
@@ -670,28 +1062,63 @@ async fn swap_performance_samples_and_after_filter() {
     let gpu = v["gpu_stats"].as_array().expect("gpu_stats");
     assert_eq!(gpu[0]["name"], "NVIDIA Test");
     assert_eq!(gpu[0]["mem_total_mb"], 8192);
-    let cut = sys[sys.len() - 2]["timestamp"].as_str().expect("ts").to_owned();
-    let later = get(&h.base_url(), &format!("/api/performance?after={cut}")).await.json();
-    let later_ts: Vec<&str> = later["sys_stats"].as_array().into_iter().flatten().filter_map(|s| s["timestamp"].as_str()).collect();
-    assert!(!later_ts.is_empty() && later_ts.iter().all(|t| *t > cut.as_str()), "strictly newer than {cut}: {later_ts:?}");
-    assert_eq!(get(&h.base_url(), "/api/performance?after=yesterday").await.status, 400);
+    let cut = sys[sys.len() - 2]["timestamp"]
+        .as_str()
+        .expect("ts")
+        .to_owned();
+    let later = get(&h.base_url(), &format!("/api/performance?after={cut}"))
+        .await
+        .json();
+    let later_ts: Vec<&str> = later["sys_stats"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["timestamp"].as_str())
+        .collect();
+    assert!(
+        !later_ts.is_empty() && later_ts.iter().all(|t| *t > cut.as_str()),
+        "strictly newer than {cut}: {later_ts:?}"
+    );
+    assert_eq!(
+        get(&h.base_url(), "/api/performance?after=yesterday")
+            .await
+            .status,
+        400
+    );
     let m = get(&h.base_url(), "/metrics").await;
     assert!(m.text().contains("llamaswap_gpu_memory_total_bytes"));
-    assert!(!m.text().contains("llamacpp:"), "no token metrics on llama-swap /metrics");
+    assert!(
+        !m.text().contains("llamacpp:"),
+        "no token metrics on llama-swap /metrics"
+    );
 }
 
 #[tokio::test]
 async fn swap_api_keys() {
-    let mut spec = HostSpec::llama_swap("k", ApiGen::Current, vec![ModelSpec::new("m")]).with_time_scale(0.001);
+    let mut spec = HostSpec::llama_swap("k", ApiGen::Current, vec![ModelSpec::new("m")])
+        .with_time_scale(0.001);
     spec.api_keys = vec!["sekrit".into()];
     let h = start_host(spec).await.expect("start");
     let url = h.base_url();
-    assert_eq!(get(&url, "/health").await.status, 200, "health needs no key");
+    assert_eq!(
+        get(&url, "/health").await.status,
+        200,
+        "health needs no key"
+    );
     let r = get(&url, "/v1/models").await;
     assert_eq!(r.status, 401);
-    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"llama-swap\""));
-    for hdr in [("authorization", "Bearer sekrit"), ("x-api-key", "sekrit"), ("authorization", "Basic dXNlcjpzZWtyaXQ=")] {
-        let r = client::request(&url, Method::GET, "/v1/models", &[hdr], Bytes::new()).await.expect("req");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"llama-swap\"")
+    );
+    for hdr in [
+        ("authorization", "Bearer sekrit"),
+        ("x-api-key", "sekrit"),
+        ("authorization", "Basic dXNlcjpzZWtyaXQ="),
+    ] {
+        let r = client::request(&url, Method::GET, "/v1/models", &[hdr], Bytes::new())
+            .await
+            .expect("req");
         assert_eq!(r.status, 200, "{hdr:?}");
     }
 }

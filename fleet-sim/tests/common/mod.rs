@@ -23,21 +23,46 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub async fn open(base: &str, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Stream {
-        let mut conn = tokio::time::timeout(GUARD, Conn::connect(base)).await.expect("connect guard").expect("connect");
-        let resp =
-            tokio::time::timeout(GUARD, conn.send(method, path, headers, body)).await.expect("head guard").expect("send");
+    pub async fn open(
+        base: &str,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Stream {
+        let mut conn = tokio::time::timeout(GUARD, Conn::connect(base))
+            .await
+            .expect("connect guard")
+            .expect("connect");
+        let resp = tokio::time::timeout(GUARD, conn.send(method, path, headers, body))
+            .await
+            .expect("head guard")
+            .expect("send");
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
-        Stream { status, headers, body: resp.into_body(), buf: Vec::new(), _conn: conn }
+        Stream {
+            status,
+            headers,
+            body: resp.into_body(),
+            buf: Vec::new(),
+            _conn: conn,
+        }
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Next SSE message (text up to a blank line), `Ok(None)` at a clean end, `Err` when cut.
@@ -51,7 +76,11 @@ impl Stream {
             match tokio::time::timeout(GUARD, self.body.frame()).await {
                 Err(_) => return Err("guard elapsed".into()),
                 Ok(None) => {
-                    return if self.buf.is_empty() { Ok(None) } else { Err("trailing bytes".into()) };
+                    return if self.buf.is_empty() {
+                        Ok(None)
+                    } else {
+                        Err("trailing bytes".into())
+                    };
                 }
                 Ok(Some(Err(e))) => return Err(format!("body error: {e}")),
                 Ok(Some(Ok(f))) => {
@@ -82,7 +111,10 @@ impl Stream {
     }
 
     /// Reads events until `pred` matches one (guarded).
-    pub async fn event_where(&mut self, mut pred: impl FnMut(&str, &Value) -> bool) -> Option<(String, Value)> {
+    pub async fn event_where(
+        &mut self,
+        mut pred: impl FnMut(&str, &Value) -> bool,
+    ) -> Option<(String, Value)> {
         loop {
             let (t, v) = self.next_event().await?;
             if pred(&t, &v) {
@@ -99,8 +131,13 @@ pub fn parse_event(msg: &str) -> Option<(String, Value)> {
     let data = lines.next()?.strip_prefix("data:")?;
     assert!(lines.next().is_none(), "one data line per message: {msg:?}");
     let env: Value = serde_json::from_str(data).ok()?;
-    let inner = env["data"].as_str().expect("data is a JSON string (double-encoded)");
-    Some((env["type"].as_str()?.to_owned(), serde_json::from_str(inner).expect("inner data is JSON")))
+    let inner = env["data"]
+        .as_str()
+        .expect("data is a JSON string (double-encoded)");
+    Some((
+        env["type"].as_str()?.to_owned(),
+        serde_json::from_str(inner).expect("inner data is JSON"),
+    ))
 }
 
 /// `data: {...}` lines of an OpenAI-style stream, decoded (without `[DONE]`).
@@ -117,11 +154,15 @@ pub fn chat(model: &str, content: &str, max_tokens: u32) -> Value {
 }
 
 pub async fn post(base: &str, path: &str, body: &Value) -> ClientResponse {
-    boo_fleet_sim::client::post_json(base, path, body).await.expect("request")
+    boo_fleet_sim::client::post_json(base, path, body)
+        .await
+        .expect("request")
 }
 
 pub async fn get(base: &str, path: &str) -> ClientResponse {
-    boo_fleet_sim::client::get(base, path).await.expect("request")
+    boo_fleet_sim::client::get(base, path)
+        .await
+        .expect("request")
 }
 
 pub async fn open_json_stream(base: &str, path: &str, body: &Value) -> Stream {
