@@ -13,7 +13,10 @@
 //! 4. If the upstream reports that the model is loading (llama-swap swap), call
 //!    [`Failover::on_model_loading`] and later [`Failover::on_model_loaded`]: when the policy
 //!    allows cold starts, load time does not count against the first-byte budget (the budget
-//!    restarts when the model is ready). The total deadline always counts.
+//!    restarts when the model is ready). The total deadline always counts. An attempt the
+//!    decision already marked cold starts with its measured load time (or
+//!    [`DEFAULT_LOAD_MS`]) added to its first-byte budget, for gateways that get no loading
+//!    events.
 //!
 //! Retried: connection refused, reset before the first byte, HTTP 5xx, 429, first-byte
 //! timeout. Never retried: anything after the first byte reached the client, other 4xx
