@@ -49,3 +49,41 @@ fn facts_deserialize_with_defaults() {
     assert_eq!(need.needed_tokens(), 128);
     assert_eq!(RequestFeatures::default().needed_tokens(), 0);
 }
+
+/// A caller-side implementation that only provides `all()`.
+struct Plain(Vec<CandidateFacts>);
+
+impl FleetFacts for Plain {
+    fn all(&self) -> &[CandidateFacts] {
+        &self.0
+    }
+}
+
+#[test]
+fn custom_fleet_facts_with_default_lookup_decides_like_the_view() {
+    let mut facts = vec![c("b/x", 4096), c("a/x", 65536), c("a/y", 1024)];
+    for f in &mut facts {
+        f.liveness = Liveness::Connected;
+        f.state = LoadState::Ready;
+    }
+    let view = FleetView::new(facts.clone());
+    let plain = Plain(view.all().to_vec());
+    let p = RoutePolicy::new(
+        "auto",
+        vec![
+            CandidateSpec::Model("b/x".parse().unwrap()),
+            CandidateSpec::Provider("a".parse().unwrap()),
+        ],
+    );
+    let r = RequestFeatures {
+        est_prompt_tokens: 2000,
+        ..Default::default()
+    };
+    let d = decide(&p, &r, &plain);
+    assert_eq!(d, decide(&p, &r, &view));
+    assert_eq!(d.chosen().unwrap().to_string(), "b/x");
+    assert_eq!(
+        plain.get(&"a/y".parse().unwrap()).unwrap().n_ctx,
+        Some(1024)
+    );
+}
