@@ -6,13 +6,15 @@
 //! | code | meaning |
 //! | ---- | ------- |
 //! | 0 | success |
-//! | 1 | unexpected failure (IO error, gateway unreachable, …) |
+//! | 1 | unexpected failure (IO error, gateway unreachable, gateway refused an action, …) |
 //! | 2 | invalid configuration (missing file, bad JSON, validation problems) or bad usage |
 //! | 3 | the model could not be resolved (unknown/disabled provider, malformed id, virtual model) |
 //!
 //! Results go to stdout; errors and warnings go to stderr.
 
 mod config_cmd;
+mod fleet_cmd;
+mod http;
 mod output;
 mod resolve_cmd;
 
@@ -73,6 +75,8 @@ enum Command {
     Config(config_cmd::ConfigCmd),
     /// Show where a model id routes: provider, wire model, lane and target URL.
     Resolve(resolve_cmd::ResolveArgs),
+    #[command(flatten)]
+    Fleet(fleet_cmd::FleetCommands),
 }
 
 /// Maps an error chain to the documented exit code.
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Config(cmd) => config_cmd::run(cmd, &cli.global),
         Command::Resolve(args) => resolve_cmd::run(args, &cli.global),
+        Command::Fleet(cmd) => fleet_cmd::run(cmd, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

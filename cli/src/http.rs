@@ -1,0 +1,272 @@
+//! A small HTTP/1.1 client for talking to a running gateway's control API.
+//!
+//! One TCP connection per request (booctl makes a handful of requests), `http://` only.
+//! Connection failures become [`Unreachable`], a one-line error naming the gateway URL.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// How long to wait for the TCP connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a non-streaming request may take in total.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The gateway could not be reached (connection refused, DNS failure, connect timeout).
+#[derive(Debug)]
+pub struct Unreachable {
+    /// The gateway URL as the user gave it.
+    pub url: String,
+    /// What went wrong, in a few words.
+    pub reason: String,
+}
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot reach the gateway at {} ({}); is it running? (set --gateway or BOOCONTROL_URL)",
+            self.url, self.reason
+        )
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// A complete (non-streaming) reply.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// The body bytes.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as (lossy) UTF-8 text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A client bound to one gateway base URL and an optional admin token.
+#[derive(Clone)]
+pub struct Client {
+    url: String,
+    host_port: String,
+    authority: String,
+    base_path: String,
+    token: Option<String>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client for `gateway_url` (`http://host[:port][/prefix]`); `token` is sent as
+    /// `Authorization: Bearer …` on every request when set.
+    pub fn new(gateway_url: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let uri: Uri = gateway_url
+            .parse()
+            .with_context(|| format!("--gateway: {gateway_url:?} is not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => bail!(
+                "--gateway: https:// is not supported by booctl yet; use the gateway's http:// address ({gateway_url})"
+            ),
+            _ => bail!("--gateway: {gateway_url:?} must start with http://"),
+        }
+        let Some(authority) = uri.authority() else {
+            bail!("--gateway: {gateway_url:?} has no host");
+        };
+        let host_port = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+        Ok(Client {
+            url: gateway_url.trim_end_matches('/').to_owned(),
+            host_port,
+            authority: authority.as_str().to_owned(),
+            base_path,
+            token: token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    /// The gateway URL as given (without a trailing `/`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether an admin token will be sent.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// `GET path` and read the whole body.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Reply> {
+        self.complete(Method::GET, path, None).await
+    }
+
+    /// `POST path` with a JSON body and read the whole reply.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<Reply> {
+        let bytes = Bytes::from(serde_json::to_vec(body)?);
+        self.complete(Method::POST, path, Some(bytes)).await
+    }
+
+    /// `GET path` and hand back the status and the body as it arrives (for event streams).
+    pub async fn stream(&self, path: &str) -> anyhow::Result<(u16, Incoming)> {
+        let resp = self.send(Method::GET, path, None).await?;
+        Ok((resp.status().as_u16(), resp.into_body()))
+    }
+
+    async fn complete(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<Reply> {
+        let what = format!("{method} {}{path}", self.url);
+        let work = async {
+            let resp = self.send(method, path, body).await?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .with_context(|| format!("{what}: reading the reply"))?
+                .to_bytes();
+            Ok::<_, anyhow::Error>(Reply { status, body })
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
+            Ok(r) => r,
+            Err(_) => bail!("{what}: no complete reply within {REQUEST_TIMEOUT:?}"),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<hyper::Response<Incoming>> {
+        let unreachable = |reason: String| Unreachable {
+            url: self.url.clone(),
+            reason,
+        };
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.host_port))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(unreachable(e.to_string()).into()),
+            Err(_) => {
+                return Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")).into());
+            }
+        };
+        tcp.set_nodelay(true).ok();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            // The connection ends when the reply is read or dropped; errors surface on the body.
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(format!("{}{path}", self.base_path))
+            .header(HOST, &self.authority)
+            .header(ACCEPT, "application/json, text/event-stream");
+        if body.is_some() {
+            req = req.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(t) = &self.token {
+            let mut v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+                anyhow::anyhow!("--admin-token: contains characters not allowed in an HTTP header")
+            })?;
+            v.set_sensitive(true);
+            req = req.header(AUTHORIZATION, v);
+        }
+        let req = req
+            .body(Full::new(body.unwrap_or_default()))
+            .with_context(|| format!("{method} {}{path}: building the request", self.url))?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable(format!("{method} {path}: {e}")).into())
+    }
+}
+
+/// Extracts a human message from an error body: OpenAI-shaped `{"error":{"message":..}}`,
+/// `{"error":".."}`, or the raw text.
+pub fn error_message(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return text.trim().to_owned();
+    };
+    match v.get("error") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(e) => e
+            .get("message")
+            .and_then(serde_json::Value::as_str)
+            .map_or_else(|| e.to_string(), str::to_owned),
+        None => text.trim().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_forms() {
+        let c = Client::new("http://127.0.0.1:9503/", None).unwrap();
+        assert_eq!(
+            (c.host_port.as_str(), c.base_path.as_str()),
+            ("127.0.0.1:9503", "")
+        );
+        let c = Client::new("http://gw/boo/", Some(String::new())).unwrap();
+        assert_eq!(
+            (c.host_port.as_str(), c.base_path.as_str()),
+            ("gw:80", "/boo")
+        );
+        assert!(!c.has_token());
+        let e = Client::new("ftp://x", None).unwrap_err().to_string();
+        assert!(e.contains("--gateway") && e.contains("http://"), "{e}");
+        let e = Client::new("https://x", None).unwrap_err().to_string();
+        assert!(e.contains("not supported"), "{e}");
+    }
+
+    #[test]
+    fn debug_masks_token() {
+        let c = Client::new("http://x", Some("s3cret".into())).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn error_messages() {
+        assert_eq!(
+            error_message(br#"{"error":{"message":"unknown provider: x"}}"#),
+            "unknown provider: x"
+        );
+        assert_eq!(
+            error_message(br#"{"error":"host offline"}"#),
+            "host offline"
+        );
+        assert_eq!(error_message(b"plain\n"), "plain");
+    }
+}
