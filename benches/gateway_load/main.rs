@@ -71,6 +71,9 @@ struct Args {
     /// sim-host executable (default: `<target>/release/examples/sim-host`, built first).
     #[arg(long)]
     sim_bin: Option<PathBuf>,
+    /// Gateway runtime worker threads (sets `TOKIO_WORKER_THREADS`; default: one per CPU).
+    #[arg(long)]
+    gateway_threads: Option<usize>,
     /// Do not run `cargo build --release --example gateway --example sim-host` first.
     #[arg(long)]
     no_build: bool,
@@ -184,7 +187,9 @@ fn run(args: &Args, work_dir: &Path) -> anyhow::Result<()> {
         .context("bench executable is not inside <target>/<profile>/deps")?
         .to_path_buf();
     let target_dir = profile_dir.parent().unwrap_or(&profile_dir).to_path_buf();
+    let load_before = loadavg();
     println!("# gateway_load ({})", if quick { "quick" } else { "full" });
+    println!("load average at start: {load_before}");
     println!(
         "cells: {:.1} s measured after {:.1} s warm-up; logs and configs in {}",
         duration.as_secs_f64(),
@@ -309,7 +314,7 @@ fn run(args: &Args, work_dir: &Path) -> anyhow::Result<()> {
             .gateway_bin
             .clone()
             .unwrap_or_else(|| profile_dir.join("examples/gateway"));
-        match start_gateway(&bin, &work_dir, &upstreams, trickle) {
+        match start_gateway(&bin, &work_dir, &upstreams, trickle, args.gateway_threads) {
             Ok(p) => {
                 gateway = Some((p.1, p.0.pid()));
                 procs.list.push(p.0);
@@ -425,7 +430,15 @@ fn run(args: &Args, work_dir: &Path) -> anyhow::Result<()> {
     }
 
     // ---- report
-    let report = render(&rows, &args.paths, rss_idle, memory.as_ref());
+    let load_after = loadavg();
+    let mut report = render(&rows, &args.paths, rss_idle, memory.as_ref());
+    let _ = writeln!(
+        report,
+        "\nload average (1/5/15 min): {load_before} at start, {load_after} at the end ({} CPUs)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     println!("\n{report}");
     let out = match &args.out {
         Some(p) => p.clone(),
@@ -558,6 +571,7 @@ fn start_gateway(
     dir: &Path,
     upstreams: &[Upstream],
     trickle: Option<SocketAddr>,
+    threads: Option<usize>,
 ) -> anyhow::Result<(Proc, SocketAddr)> {
     if !bin.exists() {
         bail!(
@@ -591,6 +605,10 @@ fn start_gateway(
         .arg("--listen")
         .arg(addr.to_string());
     cmd.env("RUST_LOG", "warn");
+    if let Some(n) = threads {
+        // Read by tokio's multi-thread runtime builder (`#[tokio::main]`).
+        cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+    }
     let log = dir.join("gateway.log");
     let mut p = Proc::spawn("gateway", cmd, &log)?;
     procs::wait_http(&mut p, addr, "/api/health", Duration::from_secs(20))
@@ -748,6 +766,13 @@ fn render(
         }
     }
     o
+}
+
+/// The first three fields of `/proc/loadavg`, e.g. `1.20 0.80 0.55`.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "n/a".into())
 }
 
 fn mib(kib: u64) -> String {
