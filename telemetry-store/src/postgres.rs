@@ -97,6 +97,17 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// A transaction whose commit does not wait for the WAL flush. Used for telemetry batches
+    /// only: a server crash can lose the last few hundred milliseconds of telemetry but never
+    /// corrupts anything; settings, captures and retention commit synchronously.
+    async fn begin_async_commit(&self) -> Result<sqlx::Transaction<'static, Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
 }
 
 /// Session-level advisory lock held on one dedicated connection.
@@ -168,13 +179,12 @@ fn push_cursor(
     } else if o > co {
         qb.push(" AND ts < ").push_bind(c.ts);
     } else {
-        qb.push(" AND (ts < ")
+        // Row-value comparison: lets the (…, ts DESC, id DESC) indexes seek to the cursor.
+        qb.push(format!(" AND (ts, {id_expr}) < ("))
             .push_bind(c.ts)
-            .push(" OR (ts = ")
-            .push_bind(c.ts)
-            .push(format!(" AND {id_expr} < "))
+            .push(", ")
             .push_bind(c.id.clone())
-            .push("))");
+            .push(")");
     }
 }
 
@@ -216,6 +226,7 @@ impl Store for PgStore {
     }
 
     async fn insert_requests(&self, rows: &[RequestRecord]) -> Result<u64> {
+        let mut tx = self.begin_async_commit().await?;
         let mut n = 0;
         for c in rows.chunks(CHUNK) {
             n += sqlx::query(
@@ -253,14 +264,16 @@ impl Store for PgStore {
             .bind(c.iter().map(|r| r.bytes_out).collect::<Vec<_>>())
             .bind(c.iter().map(|r| r.stream).collect::<Vec<_>>())
             .bind(json_texts(c.iter().map(|r| r.route.as_ref())))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
         }
+        tx.commit().await?;
         Ok(n)
     }
 
     async fn insert_activity(&self, rows: &[HostActivity]) -> Result<u64> {
+        let mut tx = self.begin_async_commit().await?;
         let mut n = 0;
         for c in rows.chunks(CHUNK) {
             n += sqlx::query(
@@ -283,14 +296,16 @@ impl Store for PgStore {
             .bind(c.iter().map(|r| r.prompt_tps).collect::<Vec<_>>())
             .bind(c.iter().map(|r| r.gen_tps).collect::<Vec<_>>())
             .bind(c.iter().map(|r| r.has_capture).collect::<Vec<_>>())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
         }
+        tx.commit().await?;
         Ok(n)
     }
 
     async fn insert_perf(&self, rows: &[PerfSample]) -> Result<u64> {
+        let mut tx = self.begin_async_commit().await?;
         let mut n = 0;
         for c in rows.chunks(CHUNK) {
             n += sqlx::query(
@@ -302,14 +317,16 @@ impl Store for PgStore {
             .bind(c.iter().map(|r| r.ts).collect::<Vec<_>>())
             .bind(c.iter().map(|r| r.gpu.to_string()).collect::<Vec<_>>())
             .bind(c.iter().map(|r| r.sys.to_string()).collect::<Vec<_>>())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
         }
+        tx.commit().await?;
         Ok(n)
     }
 
     async fn insert_model_events(&self, rows: &[ModelEvent]) -> Result<u64> {
+        let mut tx = self.begin_async_commit().await?;
         let mut n = 0;
         for c in rows.chunks(CHUNK) {
             n += sqlx::query(
@@ -322,10 +339,11 @@ impl Store for PgStore {
             .bind(c.iter().map(|r| r.state.clone()).collect::<Vec<_>>())
             .bind(c.iter().map(|r| r.ts).collect::<Vec<_>>())
             .bind(json_texts(c.iter().map(|r| r.detail.as_ref())))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
         }
+        tx.commit().await?;
         Ok(n)
     }
 

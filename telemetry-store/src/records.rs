@@ -333,3 +333,82 @@ impl From<ModelEvent> for Record {
         Record::ModelEvent(r)
     }
 }
+
+impl FeedCursor {
+    /// Opaque text form for query strings: `<ts micros>.<origin>.<id>`.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}.{}.{}",
+            self.ts.timestamp_micros(),
+            self.origin.as_str(),
+            self.id
+        )
+    }
+
+    /// Parse [`FeedCursor::encode`]'s output; errors name the `cursor` field.
+    pub fn decode(s: &str) -> Result<Self, crate::StoreError> {
+        let bad = |problem: &str| crate::StoreError::Invalid {
+            field: "cursor",
+            problem: problem.to_string(),
+        };
+        let mut parts = s.splitn(3, '.');
+        let (Some(ts), Some(origin), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad("expected <micros>.<origin>.<id>"));
+        };
+        let micros: i64 = ts.parse().map_err(|_| bad("timestamp is not an integer"))?;
+        let ts =
+            DateTime::from_timestamp_micros(micros).ok_or_else(|| bad("timestamp out of range"))?;
+        let origin = match origin {
+            "gateway" => FeedOrigin::Gateway,
+            "host" => FeedOrigin::Host,
+            _ => return Err(bad("origin must be gateway or host")),
+        };
+        Ok(FeedCursor {
+            ts,
+            origin,
+            id: id.to_string(),
+        })
+    }
+}
+
+impl std::str::FromStr for UsageGroup {
+    type Err = crate::StoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "source" => Ok(UsageGroup::Source),
+            "model" => Ok(UsageGroup::Model),
+            "provider" => Ok(UsageGroup::Provider),
+            _ => Err(crate::StoreError::Invalid {
+                field: "group",
+                problem: format!("expected source, model or provider, got {s:?}"),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_bad_cursors_name_the_field() {
+        let c = FeedCursor {
+            ts: DateTime::from_timestamp_micros(1_767_225_600_123_456).unwrap(),
+            origin: FeedOrigin::Host,
+            id: "gpu.box:42".into(),
+        };
+        assert_eq!(FeedCursor::decode(&c.encode()).unwrap(), c);
+        for bad in ["", "12", "x.host.1", "1.nowhere.1"] {
+            let e = FeedCursor::decode(bad).unwrap_err().to_string();
+            assert!(e.contains("cursor"), "{bad}: {e}");
+        }
+        assert_eq!("model".parse::<UsageGroup>().unwrap(), UsageGroup::Model);
+        assert!(
+            "colour"
+                .parse::<UsageGroup>()
+                .unwrap_err()
+                .to_string()
+                .contains("group")
+        );
+    }
+}

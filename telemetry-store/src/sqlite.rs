@@ -55,8 +55,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(false);
+        // Each connection to an in-memory database is a different database: use one.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(if in_memory { 1 } else { 4 })
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
@@ -119,13 +121,12 @@ fn push_cursor(
     } else if o > co {
         qb.push(" AND ts < ").push_bind(us(c.ts));
     } else {
-        qb.push(" AND (ts < ")
+        // Row-value comparison: lets the (…, ts DESC, id DESC) indexes seek to the cursor.
+        qb.push(format!(" AND (ts, {id_expr}) < ("))
             .push_bind(us(c.ts))
-            .push(" OR (ts = ")
-            .push_bind(us(c.ts))
-            .push(format!(" AND {id_expr} < "))
+            .push(", ")
             .push_bind(c.id.clone())
-            .push("))");
+            .push(")");
     }
 }
 

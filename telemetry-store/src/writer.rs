@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -22,7 +22,7 @@ use crate::store::Store;
 #[derive(Debug, Clone)]
 pub struct BatchConfig {
     /// Records buffered in the channel before new ones are dropped (default 100 000).
-    /// The writer holds at most one more batch (`max_batch`) while it retries.
+    /// In-flight batches (see `max_in_flight`) hold up to `max_batch` rows each on top.
     pub capacity: usize,
     /// Flush when this many rows are pending (default 500).
     pub max_batch: usize,
@@ -35,6 +35,10 @@ pub struct BatchConfig {
     /// On shutdown, give up retrying after this long and count what is left as dropped
     /// (default 10 s).
     pub shutdown_timeout: Duration,
+    /// Batches being written at the same time (default 2): the next batch is collected while
+    /// the previous one is in the database. Each in-flight batch holds up to `max_batch` rows
+    /// on top of `capacity`.
+    pub max_in_flight: usize,
 }
 
 impl Default for BatchConfig {
@@ -46,6 +50,7 @@ impl Default for BatchConfig {
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
+            max_in_flight: 2,
         }
     }
 }
@@ -173,33 +178,90 @@ fn transient(e: &StoreError) -> bool {
     }
 }
 
-async fn flush(store: &dyn Store, batch: &[Record]) -> Result<(), StoreError> {
-    let mut req = Vec::new();
-    let mut act = Vec::new();
-    let mut perf = Vec::new();
-    let mut ev = Vec::new();
-    for r in batch {
+/// One batch, split by kind (moved, never cloned).
+#[derive(Default)]
+struct Batch {
+    req: Vec<RequestRecord>,
+    act: Vec<HostActivity>,
+    perf: Vec<PerfSample>,
+    ev: Vec<ModelEvent>,
+    len: usize,
+}
+
+impl Batch {
+    fn push(&mut self, r: Record) {
+        self.len += 1;
         match r {
-            Record::Request(x) => req.push(x.clone()),
-            Record::Activity(x) => act.push(x.clone()),
-            Record::Perf(x) => perf.push(x.clone()),
-            Record::ModelEvent(x) => ev.push(x.clone()),
+            Record::Request(x) => self.req.push(x),
+            Record::Activity(x) => self.act.push(x),
+            Record::Perf(x) => self.perf.push(x),
+            Record::ModelEvent(x) => self.ev.push(x),
         }
     }
-    // Every insert is ON CONFLICT DO NOTHING, so retrying a partly written batch is harmless.
-    if !req.is_empty() {
-        store.insert_requests(&req).await?;
+
+    /// Every insert is ON CONFLICT DO NOTHING, so retrying a partly written batch is harmless.
+    async fn write(&self, store: &dyn Store) -> Result<(), StoreError> {
+        if !self.req.is_empty() {
+            store.insert_requests(&self.req).await?;
+        }
+        if !self.act.is_empty() {
+            store.insert_activity(&self.act).await?;
+        }
+        if !self.perf.is_empty() {
+            store.insert_perf(&self.perf).await?;
+        }
+        if !self.ev.is_empty() {
+            store.insert_model_events(&self.ev).await?;
+        }
+        Ok(())
     }
-    if !act.is_empty() {
-        store.insert_activity(&act).await?;
+}
+
+/// Write one batch, retrying with backoff while the store is unavailable. Gives up (counting
+/// the rows as dropped) after 3 permanent failures or once the shutdown deadline has passed.
+async fn flush_with_retry(
+    store: Arc<dyn Store>,
+    cfg: Arc<BatchConfig>,
+    batch: Batch,
+    mut deadline: watch::Receiver<Option<Instant>>,
+    counters: Arc<Counters>,
+) {
+    let mut delay = cfg.retry_initial;
+    let mut permanent_failures = 0;
+    loop {
+        match batch.write(store.as_ref()).await {
+            Ok(()) => {
+                counters
+                    .written
+                    .fetch_add(batch.len as u64, Ordering::Relaxed);
+                counters.flushes.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => {
+                counters.flush_errors.fetch_add(1, Ordering::Relaxed);
+                if !transient(&e) {
+                    permanent_failures += 1;
+                }
+                let past_deadline = deadline.borrow().is_some_and(|d| Instant::now() >= d);
+                if permanent_failures >= 3 || past_deadline {
+                    tracing::warn!(rows = batch.len, error = %e, "telemetry batch dropped");
+                    counters
+                        .dropped
+                        .fetch_add(batch.len as u64, Ordering::Relaxed);
+                    return;
+                }
+                tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "telemetry flush failed");
+                let wake = Instant::now() + delay;
+                let cap = (*deadline.borrow()).map_or(wake, |d| d.min(wake));
+                tokio::select! {
+                    _ = tokio::time::sleep_until(cap) => {}
+                    // a shutdown deadline appearing re-evaluates at once
+                    _ = deadline.changed() => {}
+                }
+                delay = (delay * 2).min(cfg.retry_max);
+            }
+        }
     }
-    if !perf.is_empty() {
-        store.insert_perf(&perf).await?;
-    }
-    if !ev.is_empty() {
-        store.insert_model_events(&ev).await?;
-    }
-    Ok(())
 }
 
 async fn run(
@@ -209,99 +271,84 @@ async fn run(
     mut stop: watch::Receiver<bool>,
     counters: Arc<Counters>,
 ) {
+    let cfg = Arc::new(cfg);
     let max_batch = cfg.max_batch.max(1);
-    let mut pending: Vec<Record> = Vec::with_capacity(max_batch);
+    let in_flight = u32::try_from(cfg.max_in_flight.clamp(1, 64)).unwrap_or(1);
+    let slots = Arc::new(Semaphore::new(in_flight as usize));
+    let (deadline_tx, deadline_rx) = watch::channel(None::<Instant>);
     let mut stopping = false;
-    let mut stop_deadline: Option<Instant> = None;
     loop {
-        // 1. Collect a batch: wait for the first record, then up to flush_interval for more.
-        if pending.is_empty() {
+        // 1. Wait for a free in-flight slot, then collect a batch: the first record, then more
+        //    until max_batch rows or flush_interval has passed.
+        let permit = loop {
             if stopping {
-                match rx.try_recv() {
-                    Ok(r) => pending.push(r),
-                    Err(_) => break,
-                }
-            } else {
-                tokio::select! {
-                    r = rx.recv() => match r {
-                        Some(r) => pending.push(r),
-                        None => break,
-                    },
-                    _ = stop.changed() => {
-                        stopping = true;
-                        rx.close();
-                        stop_deadline = Some(Instant::now() + cfg.shutdown_timeout);
-                        continue;
-                    }
-                }
-            }
-        }
-        let deadline = Instant::now() + cfg.flush_interval;
-        while pending.len() < max_batch {
-            if stopping {
-                match rx.try_recv() {
-                    Ok(r) => pending.push(r),
-                    Err(_) => break,
-                }
-                continue;
+                break slots.clone().acquire_owned().await;
             }
             tokio::select! {
-                r = rx.recv() => match r {
-                    Some(r) => pending.push(r),
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
+                p = slots.clone().acquire_owned() => break p,
                 _ = stop.changed() => {
                     stopping = true;
                     rx.close();
-                    stop_deadline = Some(Instant::now() + cfg.shutdown_timeout);
+                    let _ = deadline_tx.send(Some(Instant::now() + cfg.shutdown_timeout));
                 }
             }
-        }
-        // 2. Flush, retrying with backoff while the store is unavailable.
-        let mut delay = cfg.retry_initial;
-        let mut permanent_failures = 0;
-        loop {
-            match flush(store.as_ref(), &pending).await {
-                Ok(()) => {
-                    counters
-                        .written
-                        .fetch_add(pending.len() as u64, Ordering::Relaxed);
-                    counters.flushes.fetch_add(1, Ordering::Relaxed);
-                    pending.clear();
-                    break;
-                }
-                Err(e) => {
-                    counters.flush_errors.fetch_add(1, Ordering::Relaxed);
-                    if !transient(&e) {
-                        permanent_failures += 1;
-                    }
-                    let give_up = permanent_failures >= 3
-                        || stop_deadline.is_some_and(|d| Instant::now() >= d);
-                    if give_up {
-                        tracing::warn!(rows = pending.len(), error = %e, "telemetry batch dropped");
-                        counters
-                            .dropped
-                            .fetch_add(pending.len() as u64, Ordering::Relaxed);
-                        pending.clear();
+        };
+        let Ok(permit) = permit else {
+            break;
+        };
+        let mut batch = Batch::default();
+        let mut closed = false;
+        let mut deadline = None;
+        while batch.len < max_batch {
+            if stopping {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => {
+                        closed = true;
                         break;
                     }
-                    tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "telemetry flush failed");
-                    if stopping {
-                        tokio::time::sleep(delay).await;
-                    } else {
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = stop.changed() => {
-                                stopping = true;
-                                rx.close();
-                                stop_deadline = Some(Instant::now() + cfg.shutdown_timeout);
-                            }
+                }
+                continue;
+            }
+            let flush_at = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Some(r) => {
+                        if deadline.is_none() {
+                            deadline = Some(Instant::now() + cfg.flush_interval);
                         }
+                        batch.push(r);
                     }
-                    delay = (delay * 2).min(cfg.retry_max);
+                    None => {
+                        closed = true;
+                        break;
+                    }
+                },
+                _ = tokio::time::sleep_until(flush_at), if deadline.is_some() => break,
+                _ = stop.changed() => {
+                    stopping = true;
+                    rx.close();
+                    let _ = deadline_tx.send(Some(Instant::now() + cfg.shutdown_timeout));
                 }
             }
         }
+        // 2. Hand the batch to a flush task holding the slot.
+        if batch.len > 0 {
+            let (store, cfg, d, c) = (
+                store.clone(),
+                cfg.clone(),
+                deadline_rx.clone(),
+                counters.clone(),
+            );
+            tokio::spawn(async move {
+                flush_with_retry(store, cfg, batch, d, c).await;
+                drop(permit);
+            });
+        }
+        if closed {
+            break;
+        }
     }
+    // 3. Wait for every in-flight batch to finish.
+    let _ = slots.acquire_many(in_flight).await;
 }

@@ -24,6 +24,7 @@ suite!(
     retention_lock_admits_one_runner,
     two_writers_with_overlapping_rows_store_each_row_once,
     writer_buffers_through_an_outage_and_counts_drops_above_the_limit,
+    shutdown_during_an_outage_gives_up_after_its_timeout_and_counts_drops,
     restart_brings_back_feed_aggregates_and_watermarks,
 );
 
@@ -633,6 +634,7 @@ async fn writer_buffers_through_an_outage_and_counts_drops_above_the_limit(h: Ha
         retry_initial: StdDuration::from_millis(10),
         retry_max: StdDuration::from_millis(50),
         shutdown_timeout: StdDuration::from_secs(30),
+        max_in_flight: 2,
     };
     // Outage below the limit: nothing lost.
     flaky.set_down(true);
@@ -656,8 +658,8 @@ async fn writer_buffers_through_an_outage_and_counts_drops_above_the_limit(h: Ha
     let dropped = w.dropped();
     assert!(dropped > 0);
     assert_eq!(accepted + dropped, 3000);
-    // channel (1000) + one batch in the writer's hands (100)
-    assert!(accepted <= 1100, "accepted {accepted}");
+    // channel (1000) + at most two in-flight batches (2 x 100)
+    assert!(accepted <= 1200, "accepted {accepted}");
     flaky.set_down(false);
     w.clone().shutdown().await;
     let st = w.stats();
@@ -681,6 +683,35 @@ async fn writer_buffers_through_an_outage_and_counts_drops_above_the_limit(h: Ha
             .prometheus()
             .contains(&format!("boo_telemetry_dropped_total {}", dropped + 1))
     );
+}
+
+async fn shutdown_during_an_outage_gives_up_after_its_timeout_and_counts_drops(h: Harness) {
+    use std::time::Duration as StdDuration;
+    let flaky = Arc::new(FlakyStore::new(h.store.clone()));
+    flaky.set_down(true);
+    let w = BatchWriter::spawn(
+        flaky.clone(),
+        BatchConfig {
+            capacity: 10_000,
+            max_batch: 100,
+            flush_interval: StdDuration::from_millis(10),
+            retry_initial: StdDuration::from_millis(10),
+            retry_max: StdDuration::from_millis(40),
+            shutdown_timeout: StdDuration::from_millis(300),
+            max_in_flight: 2,
+        },
+    );
+    for i in 0..1000 {
+        assert!(w.try_record(act("alpha", i, i)));
+    }
+    wait_until(|| w.stats().flush_errors >= 2).await;
+    // must return (not hang) although the store never comes back
+    tokio::time::timeout(StdDuration::from_secs(60), w.clone().shutdown())
+        .await
+        .expect("shutdown returns after its timeout");
+    let st = w.stats();
+    assert_eq!(st.written, 0, "{st:?}");
+    assert_eq!(st.dropped, 1000, "{st:?}");
 }
 
 async fn restart_brings_back_feed_aggregates_and_watermarks(mut h: Harness) {
@@ -746,4 +777,16 @@ async fn sqlite_file_is_created_on_first_open() {
     let s = open(&format!("sqlite://{}", path.display())).await.unwrap();
     assert_eq!(s.backend(), Backend::Sqlite);
     assert!(path.exists());
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_store_keeps_its_data_across_queries() {
+    let s = open("sqlite::memory:").await.unwrap();
+    s.insert_requests(&[req("m1", 0, "alpha", Some("arena"))])
+        .await
+        .unwrap();
+    for _ in 0..8 {
+        let page = s.feed(&FeedFilter::default(), None, 10).await.unwrap();
+        assert_eq!(page.rows.len(), 1);
+    }
 }
