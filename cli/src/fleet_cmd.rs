@@ -172,16 +172,14 @@ async fn watch(client: &Client, args: &WatchArgs, global: &Global) -> anyhow::Re
                 body
             }
             Ok((status, body)) => {
-                let text = body
+                let body = body
                     .collect()
                     .await
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
-                bail!(
-                    "GET {}/api/fleet/stream: gateway answered {status}: {}",
-                    client.url(),
-                    error_message(&text)
-                );
+                let what = "GET /api/fleet/stream";
+                ensure_ok(client, &Reply { status, body }, what, global.json)?;
+                bail!("{what}: gateway answered {status} instead of an event stream");
             }
             // Never connected: report and exit; once we have a view, keep retrying.
             Err(e) if !view.is_synced() => return Err(e),
@@ -466,16 +464,14 @@ async fn logs(args: &LogsArgs, global: &Global) -> anyhow::Result<()> {
         _ = &mut ctrl_c => return Ok(()),
     };
     if status != 200 {
-        let text = body
+        let body = body
             .collect()
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        bail!(
-            "GET {}{path}: gateway answered {status}: {}",
-            client.url(),
-            error_message(&text)
-        );
+        let what = format!("GET {path}");
+        ensure_ok(&client, &Reply { status, body }, &what, global.json)?;
+        bail!("{what}: gateway answered {status} instead of an event stream");
     }
     let mut stream = EventStream::new(body);
     let mut seen: u64 = 0;
@@ -531,7 +527,7 @@ fn ensure_ok(client: &Client, reply: &Reply, what: &str, json: bool) -> anyhow::
         401 | 403 => bail!(
             "{what}: the gateway requires an admin token: set --admin-token or BOOCONTROL_ADMIN_TOKEN"
         ),
-        404 if what.contains("/api/fleet") => bail!(
+        404 if what.starts_with("GET /api/fleet") => bail!(
             "{what}: the gateway at {} has no fleet control API (404)",
             client.url()
         ),

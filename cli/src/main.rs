@@ -27,7 +27,7 @@ use clap::{Parser, Subcommand};
 /// Default gateway URL for commands that talk to a running gateway.
 pub const DEFAULT_GATEWAY_URL: &str = "http://127.0.0.1:9503";
 
-/// boocontrol ops CLI: check configs, resolve models, and (later) drive a running gateway.
+/// boocontrol ops CLI: check configs, resolve models, and drive a running gateway's fleet.
 #[derive(Debug, Parser)]
 #[command(
     name = "booctl",

@@ -642,3 +642,59 @@ async fn unreachable_gateway_is_one_clear_line() {
         assert!(out.stdout.is_empty());
     }
 }
+
+#[tokio::test]
+async fn watch_exits_cleanly_on_ctrl_c() {
+    let snap = fleet_state().snapshot();
+    let chunks = vec![sse("snapshot", &snap)];
+    let server = serve(move |_| sse_answer(chunks.clone())).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_booctl"))
+        .args(["fleet", "watch", "--gateway", &server.url()])
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let first_frame = async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("gpu-box") {
+            let n = stdout.read(&mut buf).await.unwrap();
+            assert!(n > 0, "booctl exited before drawing");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), first_frame)
+        .await
+        .expect("first frame within 60 s");
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("booctl exits after SIGINT")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn watch_and_logs_report_refused_streams() {
+    let server = serve(|s| match s.auth.as_deref() {
+        Some("Bearer right") => sse_answer(vec![]),
+        _ => json_answer(401, json!({"error": {"message": "admin token required"}})),
+    })
+    .await;
+    let url = server.url();
+    for args in [vec!["fleet", "watch"], vec!["logs", "gpu-box", "-f"]] {
+        let (code, _, err) = run(&url, &args, &[]).await;
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains("--admin-token"), "{args:?}: {err}");
+    }
+}
