@@ -214,9 +214,9 @@ impl Client {
 /// Extracts a human message from an error body: OpenAI-shaped `{"error":{"message":..}}`,
 /// `{"error":".."}`, or the raw text.
 pub fn error_message(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
+    let text = one_line(&String::from_utf8_lossy(body));
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return text.trim().to_owned();
+        return text;
     };
     match v.get("error") {
         Some(serde_json::Value::String(s)) => s.clone(),
@@ -224,7 +224,17 @@ pub fn error_message(body: &[u8]) -> String {
             .get("message")
             .and_then(serde_json::Value::as_str)
             .map_or_else(|| e.to_string(), str::to_owned),
-        None => text.trim().to_owned(),
+        None => text,
+    }
+}
+
+/// Whitespace collapsed to single spaces, at most 200 characters (HTML error pages stay short).
+fn one_line(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let line = words.join(" ");
+    match line.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line,
     }
 }
 
@@ -268,5 +278,9 @@ mod tests {
             "host offline"
         );
         assert_eq!(error_message(b"plain\n"), "plain");
+        let page = format!("<html>\n  <body>{}</body>\n</html>", "x".repeat(500));
+        let m = error_message(page.as_bytes());
+        assert!(m.starts_with("<html> <body>xxx") && m.ends_with('…'), "{m}");
+        assert_eq!(m.chars().count(), 201);
     }
 }
