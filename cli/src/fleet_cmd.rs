@@ -159,6 +159,7 @@ async fn watch(client: &Client, args: &WatchArgs, global: &Global) -> anyhow::Re
     let mut view = FleetView::new();
     let mut events: u64 = 0;
     let mut failures: u32 = 0;
+    let mut cleared = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
@@ -199,7 +200,7 @@ async fn watch(client: &Client, args: &WatchArgs, global: &Global) -> anyhow::Re
             let next = tokio::select! {
                 m = stream.next() => m,
                 _ = tick.tick(), if tty && !global.json && view.is_synced() => {
-                    draw_live(&view, color);
+                    draw_live(&view, color, &mut cleared);
                     continue;
                 }
                 _ = &mut ctrl_c => {
@@ -253,7 +254,7 @@ async fn watch(client: &Client, args: &WatchArgs, global: &Global) -> anyhow::Re
             if global.json {
                 println!("{}", msg.data);
             } else if tty {
-                draw_live(&view, color);
+                draw_live(&view, color, &mut cleared);
             } else if view.is_synced() {
                 println!("{}", render_table(view.hosts(), now_ms(), false));
             }
@@ -265,14 +266,25 @@ async fn watch(client: &Client, args: &WatchArgs, global: &Global) -> anyhow::Re
     }
 }
 
-fn draw_live(view: &FleetView, color: bool) {
+/// Redraws the table in place: cursor home, each line cleared to its end, the rest of the
+/// screen cleared (no full-screen clear, so no flicker).
+fn draw_live(view: &FleetView, color: bool, cleared: &mut bool) {
     let now = now_ms();
-    let mut out = String::from("\x1b[H\x1b[2J");
-    out.push_str(&render_table(view.hosts(), now, color));
-    out.push_str(&format!(
+    let mut frame = render_table(view.hosts(), now, color);
+    frame.push_str(&format!(
         "\n{}  Ctrl-C to quit\n",
         paint(color, DIM, &format!("updated {}", clock(now)))
     ));
+    let mut out = String::new();
+    if !std::mem::replace(cleared, true) {
+        out.push_str("\x1b[2J");
+    }
+    out.push_str("\x1b[H");
+    for line in frame.lines() {
+        out.push_str(line);
+        out.push_str("\x1b[K\n");
+    }
+    out.push_str("\x1b[J");
     print!("{out}");
     std::io::stdout().flush().ok();
 }
