@@ -26,6 +26,7 @@ suite!(
     writer_buffers_through_an_outage_and_counts_drops_above_the_limit,
     shutdown_during_an_outage_gives_up_after_its_timeout_and_counts_drops,
     restart_brings_back_feed_aggregates_and_watermarks,
+    retention_timer_catches_up_on_start,
 );
 
 async fn all_feed(store: &dyn Store, filter: &FeedFilter, page_size: u32) -> Vec<FeedRow> {
@@ -789,4 +790,31 @@ async fn sqlite_in_memory_store_keeps_its_data_across_queries() {
         let page = s.feed(&FeedFilter::default(), None, 10).await.unwrap();
         assert_eq!(page.rows.len(), 1);
     }
+}
+
+async fn retention_timer_catches_up_on_start(h: Harness) {
+    let now = chrono::Utc::now();
+    let mut old = req("old", 0, "alpha", None);
+    old.ts = now - Duration::days(120);
+    let mut fresh = req("fresh", 0, "alpha", None);
+    fresh.ts = now - Duration::days(1);
+    h.store.insert_requests(&[old, fresh]).await.unwrap();
+    assert!(h.store.last_retention_run().await.unwrap().is_none());
+    // never ran before: the timer runs at once instead of waiting a day
+    let task = spawn_retention(h.store.clone(), RetentionPolicy::default());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while h.store.last_retention_run().await.unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timer did not catch up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    task.abort();
+    let ids: Vec<_> = all_feed(h.store.as_ref(), &FeedFilter::default(), 10)
+        .await
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, vec!["fresh"]);
 }
