@@ -1,19 +1,22 @@
 //! A small HTTP/1.1 client for talking to a running gateway's control API.
 //!
-//! One TCP connection per request (booctl makes a handful of requests), `http://` only.
-//! Connection failures become [`Unreachable`], a one-line error naming the gateway URL.
+//! `http://` and `https://` (rustls with the webpki roots, ring provider). Connection and
+//! TLS failures become [`Unreachable`], a one-line error naming the gateway URL.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Uri};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 /// How long to wait for the TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -61,10 +64,10 @@ impl Reply {
 #[derive(Clone)]
 pub struct Client {
     url: String,
-    host_port: String,
-    authority: String,
-    base_path: String,
+    /// `scheme://authority[/prefix]` without a trailing `/`.
+    base: String,
     token: Option<String>,
+    inner: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl fmt::Debug for Client {
@@ -83,28 +86,33 @@ impl Client {
         let uri: Uri = gateway_url
             .parse()
             .with_context(|| format!("--gateway: {gateway_url:?} is not a URL"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => bail!(
-                "--gateway: https:// is not supported by booctl yet; use the gateway's http:// address ({gateway_url})"
-            ),
-            _ => bail!("--gateway: {gateway_url:?} must start with http://"),
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            bail!("--gateway: {gateway_url:?} must start with http:// or https://");
         }
         let Some(authority) = uri.authority() else {
             bail!("--gateway: {gateway_url:?} has no host");
         };
-        let host_port = format!(
-            "{}:{}",
-            authority.host(),
-            authority.port_u16().unwrap_or(80)
+        let base = format!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("http"),
+            authority,
+            uri.path().trim_end_matches('/')
         );
-        let base_path = uri.path().trim_end_matches('/').to_owned();
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
+            .context("setting up TLS")?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         Ok(Client {
             url: gateway_url.trim_end_matches('/').to_owned(),
-            host_port,
-            authority: authority.as_str().to_owned(),
-            base_path,
+            base,
             token: token.filter(|t| !t.is_empty()),
+            inner: HyperClient::builder(TokioExecutor::new()).build(https),
         })
     }
 
@@ -165,31 +173,9 @@ impl Client {
         path: &str,
         body: Option<Bytes>,
     ) -> anyhow::Result<hyper::Response<Incoming>> {
-        let unreachable = |reason: String| Unreachable {
-            url: self.url.clone(),
-            reason,
-        };
-        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.host_port))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(unreachable(e.to_string()).into()),
-            Err(_) => {
-                return Err(unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")).into());
-            }
-        };
-        tcp.set_nodelay(true).ok();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        tokio::spawn(async move {
-            // The connection ends when the reply is read or dropped; errors surface on the body.
-            let _ = conn.await;
-        });
         let mut req = Request::builder()
             .method(method.clone())
-            .uri(format!("{}{path}", self.base_path))
-            .header(HOST, &self.authority)
+            .uri(format!("{}{path}", self.base))
             .header(ACCEPT, "application/json, text/event-stream");
         if body.is_some() {
             req = req.header(CONTENT_TYPE, "application/json");
@@ -204,11 +190,28 @@ impl Client {
         let req = req
             .body(Full::new(body.unwrap_or_default()))
             .with_context(|| format!("{method} {}{path}: building the request", self.url))?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(|e| unreachable(format!("{method} {path}: {e}")).into())
+        self.inner.request(req).await.map_err(|e| {
+            let reason = root_cause(&e);
+            if e.is_connect() {
+                Unreachable {
+                    url: self.url.clone(),
+                    reason,
+                }
+                .into()
+            } else {
+                anyhow::anyhow!("{method} {}{path}: {reason}", self.url)
+            }
+        })
     }
+}
+
+/// The innermost error message (e.g. "Connection refused (os error 111)").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// Extracts a human message from an error body: OpenAI-shaped `{"error":{"message":..}}`,
@@ -245,20 +248,14 @@ mod tests {
     #[test]
     fn base_url_forms() {
         let c = Client::new("http://127.0.0.1:9503/", None).unwrap();
-        assert_eq!(
-            (c.host_port.as_str(), c.base_path.as_str()),
-            ("127.0.0.1:9503", "")
-        );
-        let c = Client::new("http://gw/boo/", Some(String::new())).unwrap();
-        assert_eq!(
-            (c.host_port.as_str(), c.base_path.as_str()),
-            ("gw:80", "/boo")
-        );
+        assert_eq!(c.base, "http://127.0.0.1:9503");
+        let c = Client::new("https://gw.lan/boo/", Some(String::new())).unwrap();
+        assert_eq!(c.base, "https://gw.lan/boo");
         assert!(!c.has_token());
         let e = Client::new("ftp://x", None).unwrap_err().to_string();
         assert!(e.contains("--gateway") && e.contains("http://"), "{e}");
-        let e = Client::new("https://x", None).unwrap_err().to_string();
-        assert!(e.contains("not supported"), "{e}");
+        let e = Client::new("localhost:9503", None).unwrap_err().to_string();
+        assert!(e.contains("--gateway"), "{e}");
     }
 
     #[test]

@@ -698,3 +698,20 @@ async fn watch_and_logs_report_refused_streams() {
         assert!(err.contains("--admin-token"), "{args:?}: {err}");
     }
 }
+
+#[tokio::test]
+async fn https_to_a_plain_http_gateway_fails_in_one_line() {
+    let server = serve(|_| json_answer(200, json!({"hosts": []}))).await;
+    let url = format!("https://{}", server.addr);
+    let (code, out, err) = run(&url, &["fleet", "status"], &[]).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot reach the gateway at {url}")),
+        "{err}"
+    );
+    // And the same server over http works.
+    let (code, out, err) = run(&server.url(), &["fleet", "status"], &[]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("(no hosts)"), "{out}");
+}
