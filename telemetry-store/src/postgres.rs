@@ -600,6 +600,18 @@ impl Store for PgStore {
         pairs(&rows)
     }
 
+    async fn activity_watermark(&self, provider_id: &str) -> Result<Option<(i64, DateTime<Utc>)>> {
+        let r = sqlx::query(
+            "SELECT upstream_id, ts FROM host_activity WHERE provider_id = $1 \
+             ORDER BY ts DESC, upstream_id DESC LIMIT 1",
+        )
+        .bind(provider_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.map(|r| Ok((r.try_get("upstream_id")?, r.try_get("ts")?)))
+            .transpose()
+    }
+
     async fn latest_perf(&self) -> Result<Vec<PerfSample>> {
         let rows = sqlx::query(
             "SELECT DISTINCT ON (provider_id) provider_id, ts, gpu, sys FROM perf_samples \

@@ -556,6 +556,18 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn activity_watermark(&self, provider_id: &str) -> Result<Option<(i64, DateTime<Utc>)>> {
+        let r = sqlx::query(
+            "SELECT upstream_id, ts FROM host_activity WHERE provider_id = ? \
+             ORDER BY ts DESC, upstream_id DESC LIMIT 1",
+        )
+        .bind(provider_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.map(|r| Ok((r.try_get("upstream_id")?, from_us(r.try_get("ts")?))))
+            .transpose()
+    }
+
     async fn latest_perf(&self) -> Result<Vec<PerfSample>> {
         let rows = sqlx::query(
             "SELECT p.provider_id, p.ts, p.gpu, p.sys FROM perf_samples p \

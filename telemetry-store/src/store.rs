@@ -103,6 +103,9 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_model_states(&self) -> Result<Vec<ModelState>>;
     /// Newest activity time per provider over `requests` and `host_activity`.
     async fn last_activity(&self) -> Result<Vec<(String, DateTime<Utc>)>>;
+    /// Newest reconciled host activity row of one provider as `(upstream_id, ts)`, for gap
+    /// detection on reconnect (`None` when nothing was ingested yet).
+    async fn activity_watermark(&self, provider_id: &str) -> Result<Option<(i64, DateTime<Utc>)>>;
     /// Latest perf sample per provider.
     async fn latest_perf(&self) -> Result<Vec<PerfSample>>;
     /// Perf watermark: `MAX(ts)` of raw samples per provider.

@@ -274,6 +274,11 @@ async fn fleet_state_queries_rebuild_from_the_store(h: Harness) {
         .await
         .unwrap();
     assert_eq!(
+        s.activity_watermark("beta").await.unwrap(),
+        Some((1, at(60)))
+    );
+    assert_eq!(s.activity_watermark("alpha").await.unwrap(), None);
+    assert_eq!(
         s.last_activity().await.unwrap(),
         vec![
             ("alpha".to_string(), at(50)),

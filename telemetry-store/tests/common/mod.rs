@@ -256,6 +256,9 @@ impl Store for FlakyStore {
     async fn last_activity(&self) -> Result<Vec<(String, DateTime<Utc>)>> {
         self.inner.last_activity().await
     }
+    async fn activity_watermark(&self, p: &str) -> Result<Option<(i64, DateTime<Utc>)>> {
+        self.inner.activity_watermark(p).await
+    }
     async fn latest_perf(&self) -> Result<Vec<PerfSample>> {
         self.inner.latest_perf().await
     }
