@@ -71,6 +71,6 @@ pub use retention::{
 };
 pub use store::{
     Backend, CAPTURE_ROW_CAP_BYTES, DEFAULT_STORE_URL, FAVORITES_KEY, RetentionLock,
-    RetentionState, Store, bucket_5m, open,
+    RetentionState, STORE_ENV, Store, bucket_5m, open, store_url,
 };
 pub use writer::{BatchConfig, BatchWriter, BatchWriterHandle, WriterStats};

@@ -218,6 +218,18 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
 /// Default store URL: an embedded SQLite file in the working directory.
 pub const DEFAULT_STORE_URL: &str = "sqlite://boocontrol.db";
 
+/// Environment variable naming the store URL.
+pub const STORE_ENV: &str = "BOOCONTROL_STORE";
+
+/// The store URL to use: the `--store` flag if given, else `BOOCONTROL_STORE`, else
+/// [`DEFAULT_STORE_URL`]. Empty values count as unset.
+pub fn store_url(flag: Option<&str>, get: &dyn Fn(&str) -> Option<String>) -> String {
+    flag.filter(|s| !s.trim().is_empty())
+        .map(str::to_string)
+        .or_else(|| get(STORE_ENV).filter(|s| !s.trim().is_empty()))
+        .unwrap_or_else(|| DEFAULT_STORE_URL.to_string())
+}
+
 /// Clamp a feed page size to 1..=1000.
 pub(crate) fn clamp_limit(limit: u32) -> i64 {
     i64::from(limit.clamp(1, 1000))
@@ -240,4 +252,27 @@ pub fn bucket_5m(ts: DateTime<Utc>) -> DateTime<Utc> {
     let us = ts.timestamp_micros();
     let b = us - us.rem_euclid(300_000_000);
     DateTime::from_timestamp_micros(b).unwrap_or(ts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_url_prefers_flag_then_env_then_default() {
+        let env = |k: &str| (k == STORE_ENV).then(|| "postgres://db/x".to_string());
+        let none = |_: &str| None;
+        let empty = |_: &str| Some(String::new());
+        assert_eq!(store_url(Some("sqlite://a.db"), &env), "sqlite://a.db");
+        assert_eq!(store_url(None, &env), "postgres://db/x");
+        assert_eq!(store_url(Some(""), &none), DEFAULT_STORE_URL);
+        assert_eq!(store_url(None, &empty), DEFAULT_STORE_URL);
+    }
+
+    #[test]
+    fn capture_trim_respects_char_boundaries() {
+        assert_eq!(trim_capture("héllo", 2), ("h", true));
+        assert_eq!(trim_capture("héllo", 3), ("hé", true));
+        assert_eq!(trim_capture("héllo", 6), ("héllo", false));
+    }
 }
