@@ -68,6 +68,10 @@ fn server_resp(status: u16, body: Bytes) -> Response<SimBody> {
     let mut r = resp(status, JSON_SERVER, body);
     r.headers_mut()
         .insert(header::SERVER, HeaderValue::from_static("llama.cpp"));
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static(""),
+    );
     r
 }
 
@@ -1069,9 +1073,20 @@ async fn upstream(ctx: Ctx, m: usize, path: &str, mut hold: Hold) -> Response<Si
             let s = &ctx.host.models[m].spec;
             server_resp(
                 200,
-                wire::to_bytes(&json!({"object": "list", "data": [{
-                "id": s.id, "object": "model", "owned_by": "llamacpp", "created": ctx.host.created_unix,
-                "meta": {"vocab_type": 2, "n_vocab": 151_936, "n_ctx_train": s.n_ctx.max(32768), "n_embd": s.n_embd, "n_params": 8_000_000_000u64, "size": 4_900_000_000u64}}]})),
+                wire::to_bytes(&json!({
+                    // Ollama-compatible list first, then the OpenAI one (as a real llama-server).
+                    "models": [{"name": s.id, "model": s.id, "modified_at": "", "size": "", "digest": "",
+                        "type": "model", "description": "", "tags": [""], "capabilities": ["completion"],
+                        "parameters": "", "details": {"parent_model": "", "format": "gguf", "family": "",
+                        "families": [""], "parameter_size": "", "quantization_level": ""}}],
+                    "object": "list",
+                    "data": [{
+                        "id": s.id, "aliases": [s.id], "tags": [], "object": "model",
+                        "architecture": {"input_modalities": ["text"], "output_modalities": ["text"]},
+                        "created": ctx.host.created_unix, "owned_by": "llamacpp",
+                        "meta": {"vocab_type": 2, "n_vocab": 151_936, "n_ctx": s.n_ctx,
+                            "n_ctx_train": s.n_ctx.max(32768), "n_embd": s.n_embd,
+                            "n_params": 8_000_000_000u64, "size": 4_900_000_000u64}}]})),
             )
         }
         (&Method::POST, "/v1/chat/completions" | "/chat/completions") => {
@@ -1237,9 +1252,9 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
         Some(Err(e)) => {
             return fail(
                 &mut hold,
-                500,
+                400,
                 wire::server_error(
-                    500,
+                    400,
                     &format!("[json.exception.parse_error.101] parse error: {e}"),
                 ),
             );
@@ -1247,9 +1262,9 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
         None => {
             return fail(
                 &mut hold,
-                500,
+                400,
                 wire::server_error(
-                    500,
+                    400,
                     "[json.exception.parse_error.101] parse error: empty input",
                 ),
             );
@@ -1276,7 +1291,8 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
             );
         }
     }
-    let model_name = req.model_str().unwrap_or(&rt.spec.id).to_owned();
+    // llama-server reports its own alias, not the request's `model` (confirmed on a real server).
+    let model_name = rt.spec.id.clone();
     if kind == Kind::Embed {
         if !rt.spec.embedding {
             return fail(
@@ -1420,11 +1436,7 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
     let id_n = host.next_id();
     let id = format!(
         "{}{:016x}{:016x}",
-        if kind == Kind::Chat {
-            "chatcmpl-"
-        } else {
-            "cmpl-"
-        },
+        "chatcmpl-",
         textgen::hash_bytes(host.spec.seed, &id_n.to_le_bytes()),
         id_n
     );
@@ -1557,10 +1569,13 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
             }
         }
         if !ok {
-            let _ = tx.send(Err(BodyAborted("stream cut"))).await;
+            abort(&tx).await;
             return;
         }
         let mut tail = Vec::with_capacity(3);
+        // Chat: timings on the usage chunk when include_usage is set, else on the finish chunk.
+        // Text completions: the finish chunk always carries usage and timings (real llama-server).
+        let include_usage = include_usage && kind == Kind::Chat;
         let last_timings = if include_usage { None } else { Some(timings) };
         match kind {
             Kind::Chat => tail.push(wire::chat_chunk_finish(
@@ -1576,19 +1591,14 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
             )),
         }
         if include_usage {
-            let object = if kind == Kind::Chat {
-                "chat.completion.chunk"
-            } else {
-                "text_completion"
-            };
-            tail.push(wire::chunk_usage(&meta, object, &timings));
+            tail.push(wire::chunk_usage(&meta, "chat.completion.chunk", &timings));
         }
         tail.push(Bytes::from_static(wire::DONE));
         for frame in tail {
             if let Some(n) = faults.cut_after
                 && chunks >= n
             {
-                let _ = tx.send(Err(BodyAborted("stream cut"))).await;
+                abort(&tx).await;
                 return;
             }
             chunks += 1;
@@ -1613,6 +1623,13 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
         drop(hold);
     });
     r
+}
+
+/// Aborts a stream after letting hyper flush what was already sent (a pending body makes
+/// hyper flush its write buffer), so a cut after N chunks really delivers N chunks.
+async fn abort(tx: &mpsc::Sender<Result<Bytes, BodyAborted>>) {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let _ = tx.send(Err(BodyAborted("stream cut"))).await;
 }
 
 fn count_predicted(rt: &crate::host::ModelRt, t: &Timings) {

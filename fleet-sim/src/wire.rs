@@ -476,6 +476,8 @@ struct TextChunk<'a> {
     system_fingerprint: &'static str,
     object: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     timings: Option<Timings>,
 }
 
@@ -497,6 +499,7 @@ pub(crate) fn text_chunk(
         model: m.model,
         system_fingerprint: FINGERPRINT,
         object: "text_completion",
+        usage: timings.as_ref().map(Usage::from_timings),
         timings,
     }))
 }
