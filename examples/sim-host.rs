@@ -30,11 +30,20 @@ struct Args {
 
 fn describe(h: &SimHost, indent: &str) {
     let mode = match h.spec().mode {
-        Mode::LlamaSwap => format!("llama-swap {:?}", h.spec().api).to_lowercase(),
+        Mode::LlamaSwap => match &h.spec().version {
+            Some(v) => format!("llama-swap {v}"),
+            None => format!("llama-swap {:?}", h.spec().api).to_lowercase(),
+        },
         Mode::LlamaServer => "llama-server".to_owned(),
     };
     let models: Vec<&str> = h.spec().models.iter().map(|m| m.id.as_str()).collect();
-    println!("{indent}{:<20} {:<22} {}  models: {}", h.id(), mode, h.base_url(), models.join(", "));
+    println!(
+        "{indent}{:<20} {:<22} {}  models: {}",
+        h.id(),
+        mode,
+        h.base_url(),
+        models.join(", ")
+    );
     if let Some(s) = h.sidecar() {
         describe(s, "  sidecar ");
     }
@@ -44,22 +53,31 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut spec = match &args.spec {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             FleetSpec::from_yaml(&text).with_context(|| format!("spec {}", p.display()))?
         }
         None => Fleet::demo_spec(),
     };
     if let Some(s) = args.time_scale {
-        anyhow::ensure!(s.is_finite() && s > 0.0, "--time-scale must be a positive number");
+        anyhow::ensure!(
+            s.is_finite() && s > 0.0,
+            "--time-scale must be a positive number"
+        );
         spec.time_scale = Some(s);
         for h in &mut spec.hosts {
             h.time_scale = None;
         }
     }
     let rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
     };
     rt.block_on(async move {
         let fleet = Fleet::start(spec).await.context("starting the fleet")?;
@@ -67,7 +85,9 @@ fn main() -> anyhow::Result<()> {
             describe(h, "");
         }
         println!("ready; Ctrl-C to stop");
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
         drop(fleet);
         Ok(())
     })

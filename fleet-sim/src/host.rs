@@ -285,7 +285,8 @@ impl HostInner {
                 &mut l.proxy
             };
             buf.push_str(&chunk);
-            if buf.len() > LOG_CAP {
+            // Trim in batches (amortised): history holds between LOG_CAP and 2 x LOG_CAP bytes.
+            if buf.len() > 2 * LOG_CAP {
                 let mut cut = buf.len() - LOG_CAP;
                 while !buf.is_char_boundary(cut) {
                     cut += 1;

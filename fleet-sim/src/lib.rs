@@ -46,8 +46,8 @@
 //! host.faults().set_error_rate(0.5);
 //! let a = client::post_json(&url, "/v1/chat/completions", &chat).await.unwrap();
 //! let b = client::post_json(&url, "/v1/chat/completions", &chat).await.unwrap();
-//! assert_eq!((a.status, b.status), (500, 200));
-//! assert_eq!(a.json()["error"]["type"], "server_error");
+//! assert_eq!((a.status, b.status), (200, 500));
+//! assert_eq!(b.json()["error"]["type"], "server_error");
 //!
 //! // Host down: connections are refused until it comes back.
 //! host.faults().host_down().await;
