@@ -55,8 +55,12 @@ impl TelemetrySink for LogSink {
 
 /// Registry JSON routing to the demo fleet's hosts (and the `embedding` host's sidecar).
 fn demo_registry(fleet: &boo_fleet_sim::Fleet) -> anyhow::Result<Registry> {
-    let sam = fleet.host("sam-desktop").context("demo fleet has no sam-desktop host")?;
-    let emb = fleet.host("embedding").context("demo fleet has no embedding host")?;
+    let sam = fleet
+        .host("sam-desktop")
+        .context("demo fleet has no sam-desktop host")?;
+    let emb = fleet
+        .host("embedding")
+        .context("demo fleet has no embedding host")?;
     let mut embedding = serde_json::json!({
         "id": "embedding", "label": "Embedding box (P104-100)", "kind": "llama-swap",
         "base_url": emb.base_url(),
@@ -96,8 +100,13 @@ async fn main() -> anyhow::Result<()> {
         _fleet = Some(fleet);
         reg
     } else {
-        let loaded = boo_provider_registry::load(ConfigSource::Discover { cli: args.config.clone() }, &ProcessEnv)
-            .context("loading the provider config")?;
+        let loaded = boo_provider_registry::load(
+            ConfigSource::Discover {
+                cli: args.config.clone(),
+            },
+            &ProcessEnv,
+        )
+        .context("loading the provider config")?;
         for w in &loaded.warnings {
             tracing::warn!("config: {w}");
         }
@@ -108,7 +117,9 @@ async fn main() -> anyhow::Result<()> {
     opts.sink = Arc::new(LogSink);
     opts.poll_every = Duration::from_secs(args.poll_secs.max(1));
     let addr = opts.listen_addr()?;
-    println!("boocontrol gateway on http://{addr}  (GET /v1/models, POST /v1/chat/completions, /metrics)");
+    println!(
+        "boocontrol gateway on http://{addr}  (GET /v1/models, POST /v1/chat/completions, /metrics)"
+    );
     boo_gateway_http::run(opts, boo_gateway_http::shutdown_signal()).await?;
     Ok(())
 }
