@@ -19,10 +19,7 @@ pub(crate) async fn run_executor(shared: Weak<Shared>, provider: String) {
         let Some(ha) = s.actions.get(&provider).cloned() else {
             return;
         };
-        loop {
-            let Some(host) = s.hub.host(&provider) else {
-                break;
-            };
+        while let Some(host) = s.hub.host(&provider) {
             let d = ha
                 .queue
                 .lock()

@@ -1,0 +1,666 @@
+//! Control plane against fleet-sim over real TCP: connectors, fleet stream, actions, store.
+
+use boo_fleet_core::wire::SseDecoder;
+use boo_fleet_core::{
+    Change, Delta, FleetSnapshot, FleetView, LivenessState, ModelState, ReconnectPolicy,
+};
+use boo_fleet_sim::{ApiGen, HostSpec, ModelSpec, SimHost, start_host};
+use boo_gateway_http::control::{
+    ControlApi, ControlConfig, ControlError, HostTarget, check_admin_exposure,
+};
+use boo_telemetry_store::{FeedFilter, FeedOrigin, Store};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Failure guard only: every wait below normally ends in milliseconds.
+const GUARD: Duration = Duration::from_secs(20);
+
+fn cfg() -> ControlConfig {
+    ControlConfig {
+        policy: ReconnectPolicy {
+            base_ms: 40,
+            max_ms: 200,
+            jitter_max: 0.5,
+            breaker_threshold: 3,
+            probe_interval_ms: 400,
+        },
+        perf_interval: Duration::from_millis(200),
+        server_poll_interval: Duration::from_millis(100),
+        quiet_probe_after: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(3),
+        ..ControlConfig::default()
+    }
+}
+
+async fn sim(id: &str, api: ApiGen) -> SimHost {
+    let spec = HostSpec::llama_swap(
+        id,
+        api,
+        vec![ModelSpec::new("alpha"), ModelSpec::new("beta")],
+    )
+    .with_time_scale(0.001);
+    start_host(spec).await.expect("sim host")
+}
+
+async fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    let url = format!("sqlite://{}", dir.path().join("fleet.db").display());
+    boo_telemetry_store::open(&url).await.expect("sqlite store")
+}
+
+struct Running {
+    api: ControlApi,
+    base: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn gateway(c: ControlConfig, hosts: Vec<HostTarget>, st: Option<Arc<dyn Store>>) -> Running {
+    let api = ControlApi::start(c, hosts, st)
+        .await
+        .expect("control start");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let a = api.clone();
+    tokio::spawn(async move {
+        a.serve(listener, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    Running {
+        api,
+        base,
+        _stop: tx,
+    }
+}
+
+async fn call(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Value) {
+    let uri: hyper::Uri = url.parse().unwrap();
+    let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut b = hyper::Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().unwrap().as_str())
+        .header("host", "x");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let body = body.map(|v| v.to_string()).unwrap_or_default();
+    let resp = send
+        .send_request(b.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// A `/api/fleet/stream` subscriber reducing into a `FleetView`, keeping every delta.
+#[derive(Clone, Default)]
+struct Watcher {
+    inner: Arc<Mutex<(FleetView, Vec<Delta>, usize)>>,
+}
+
+impl Watcher {
+    async fn connect(base: &str) -> Watcher {
+        let w = Watcher::default();
+        let uri: hyper::Uri = format!("{base}/api/fleet/stream").parse().unwrap();
+        let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/api/fleet/stream")
+            .header("host", "x")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        let mut body = resp.into_body();
+        let inner = w.inner.clone();
+        tokio::spawn(async move {
+            let mut dec = SseDecoder::new();
+            while let Some(Ok(f)) = body.frame().await {
+                let Ok(data) = f.into_data() else { continue };
+                for m in dec.push(&data).unwrap() {
+                    let mut g = inner.lock().unwrap();
+                    match m.event.as_str() {
+                        "snapshot" => {
+                            let s: FleetSnapshot = serde_json::from_str(&m.data).unwrap();
+                            g.0.apply_snapshot(s);
+                            g.2 += 1;
+                        }
+                        "delta" => {
+                            let d: Delta = serde_json::from_str(&m.data).unwrap();
+                            g.0.apply_delta(d.clone());
+                            g.1.push(d);
+                        }
+                        other => panic!("unexpected event {other:?}"),
+                    }
+                }
+            }
+        });
+        w
+    }
+
+    async fn wait(&self, what: &str, pred: impl Fn(&FleetView) -> bool) {
+        let deadline = tokio::time::Instant::now() + GUARD;
+        loop {
+            if pred(&self.inner.lock().unwrap().0) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; view: {:?}",
+                self.inner.lock().unwrap().0.hosts()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn deltas(&self) -> Vec<Delta> {
+        self.inner.lock().unwrap().1.clone()
+    }
+}
+
+fn liveness(v: &FleetView, p: &str) -> Option<LivenessState> {
+    v.host(p).map(|h| h.liveness)
+}
+
+fn model(v: &FleetView, p: &str, m: &str) -> Option<ModelState> {
+    v.host(p)?.models.get(m).map(|s| s.state)
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, f: impl Fn() -> F) {
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn host_rows(st: &Arc<dyn Store>, p: &str) -> Vec<(String, String)> {
+    let filter = FeedFilter {
+        provider_id: Some(p.into()),
+        origin: Some(FeedOrigin::Host),
+        ..FeedFilter::default()
+    };
+    let page = st.feed(&filter, None, 1000).await.unwrap();
+    page.rows.into_iter().map(|r| (r.id, r.model)).collect()
+}
+
+/// The model states of `m` in the order the stream delivered them.
+fn states_of(deltas: &[Delta], m: &str) -> Vec<ModelState> {
+    let mut out: Vec<ModelState> = Vec::new();
+    for d in deltas {
+        if let Change::Model { model, status } = &d.change
+            && model == m
+            && out.last() != Some(&status.state)
+        {
+            out.push(status.state);
+        }
+    }
+    out
+}
+
+async fn lifecycle(api_gen: ApiGen) {
+    let dir = tempfile::tempdir().unwrap();
+    let st = store(&dir).await;
+    let host = sim("gpu-1", api_gen).await;
+    let gw = gateway(
+        cfg(),
+        vec![HostTarget::llama_swap("gpu-1", &host.base_url())],
+        Some(st.clone()),
+    )
+    .await;
+    let w = Watcher::connect(&gw.base).await;
+    w.wait("connected with both models listed", |v| {
+        liveness(v, "gpu-1") == Some(LivenessState::Connected)
+            && model(v, "gpu-1", "alpha") == Some(ModelState::Stopped)
+            && model(v, "gpu-1", "beta") == Some(ModelState::Stopped)
+    })
+    .await;
+
+    // GET /api/fleet agrees with the stream.
+    let (s, snap) = call("GET", &format!("{}/api/fleet", gw.base), &[], None).await;
+    assert_eq!(s, 200);
+    assert_eq!(snap["hosts"][0]["provider"], "gpu-1");
+    assert_eq!(snap["hosts"][0]["liveness"], "connected");
+
+    // Warm alpha by composite id: a 1-token chat completion with the bare wire id.
+    let url = format!("{}/api/hosts/gpu-1/actions", gw.base);
+    let (s, body) = call(
+        "POST",
+        &url,
+        &[],
+        Some(json!({"action":"warm","model":"gpu-1/alpha"})),
+    )
+    .await;
+    assert_eq!(s, 202, "{body}");
+    assert_eq!(body["accepted"], true);
+    assert_eq!(body["action"], json!({"action":"warm","model":"alpha"}));
+    w.wait("alpha ready", |v| {
+        model(v, "gpu-1", "alpha") == Some(ModelState::Ready)
+    })
+    .await;
+    let sent = host.stats().received_on("/v1/chat/completions");
+    assert_eq!(sent.len(), 1);
+    let req = sent[0].json().unwrap();
+    assert_eq!(
+        (req["model"].as_str(), req["max_tokens"].as_u64()),
+        (Some("alpha"), Some(1))
+    );
+
+    // Warm beta: the swap shows up in the stream in order.
+    let (s, _) = call(
+        "POST",
+        &url,
+        &[],
+        Some(json!({"action":"warm","model":"beta"})),
+    )
+    .await;
+    assert_eq!(s, 202);
+    w.wait("beta ready, alpha stopped", |v| {
+        model(v, "gpu-1", "beta") == Some(ModelState::Ready)
+            && model(v, "gpu-1", "alpha") == Some(ModelState::Stopped)
+    })
+    .await;
+    let deltas = w.deltas();
+    let alpha = states_of(&deltas, "alpha");
+    let pos = |v: &[ModelState], s: ModelState| v.iter().position(|x| *x == s);
+    assert_eq!(alpha.last(), Some(&ModelState::Stopped), "{alpha:?}");
+    assert!(
+        pos(&alpha, ModelState::Starting) < pos(&alpha, ModelState::Ready),
+        "{alpha:?}"
+    );
+    let beta = states_of(&deltas, "beta");
+    assert_eq!(beta.last(), Some(&ModelState::Ready), "{beta:?}");
+    assert!(pos(&beta, ModelState::Starting).is_some(), "{beta:?}");
+    // Per-host seq strictly increases along the stream.
+    let seqs: Vec<u64> = deltas
+        .iter()
+        .filter(|d| d.provider == "gpu-1")
+        .map(|d| d.seq)
+        .collect();
+    assert!(seqs.windows(2).all(|p| p[0] < p[1]), "{seqs:?}");
+
+    // Unload beta through the host's unload API.
+    let (s, _) = call(
+        "POST",
+        &url,
+        &[],
+        Some(json!({"action":"unload","model":"beta"})),
+    )
+    .await;
+    assert_eq!(s, 202);
+    w.wait("beta stopped", |v| {
+        model(v, "gpu-1", "beta") == Some(ModelState::Stopped)
+    })
+    .await;
+    assert_eq!(host.stats().requests("/api/models/unload/beta"), 1);
+
+    // Both warm requests became activity rows in the store.
+    wait_until("2 activity rows", || {
+        let st = st.clone();
+        async move { host_rows(&st, "gpu-1").await.len() == 2 }
+    })
+    .await;
+
+    // Host killed: reconnecting, then down once the breaker opens.
+    host.faults().host_down().await;
+    w.wait("reconnecting", |v| {
+        liveness(v, "gpu-1") != Some(LivenessState::Connected)
+    })
+    .await;
+    w.wait("down", |v| {
+        liveness(v, "gpu-1") == Some(LivenessState::Down)
+    })
+    .await;
+    let (s, body) = call(
+        "POST",
+        &url,
+        &[],
+        Some(json!({"action":"warm","model":"alpha"})),
+    )
+    .await;
+    assert_eq!(s, 503, "host down rejects actions: {body}");
+
+    // Back up: the half-open probe reconnects, reconcile stores no duplicates.
+    host.faults().host_up().await;
+    w.wait("connected again", |v| {
+        liveness(v, "gpu-1") == Some(LivenessState::Connected)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rows = host_rows(&st, "gpu-1").await;
+    assert_eq!(
+        rows.len(),
+        2,
+        "no duplicate activity rows after reconnect: {rows:?}"
+    );
+
+    // No probe ever loaded a model: the only inference requests are the two warms.
+    assert_eq!(host.stats().inference_requests(), 2);
+    assert!(
+        host.stats()
+            .per_path()
+            .keys()
+            .all(|p| !p.starts_with("/upstream")),
+        "{:?}",
+        host.stats().per_path()
+    );
+    // Perf was polled and persisted.
+    assert!(host.stats().requests("/api/performance") > 0);
+    drop(gw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_host_lifecycle_warm_swap_unload_down_up() {
+    lifecycle(ApiGen::Current).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_host_lifecycle_warm_swap_unload_down_up() {
+    lifecycle(ApiGen::Legacy).await;
+}
+
+async fn gap_after_restart(api_gen: ApiGen) {
+    let dir = tempfile::tempdir().unwrap();
+    let st = store(&dir).await;
+    let host = sim("gpu-2", api_gen).await;
+    let mut c = cfg();
+    c.policy.probe_interval_ms = 3_000; // window for restart + new traffic before the probe
+    let gw = gateway(
+        c,
+        vec![HostTarget::llama_swap("gpu-2", &host.base_url())],
+        Some(st.clone()),
+    )
+    .await;
+    let w = Watcher::connect(&gw.base).await;
+    w.wait("connected", |v| {
+        liveness(v, "gpu-2") == Some(LivenessState::Connected)
+    })
+    .await;
+    let chat = json!({"model":"alpha","messages":[{"role":"user","content":"x"}],"max_tokens":2});
+    for _ in 0..2 {
+        let r = boo_fleet_sim::client::post_json(&host.base_url(), "/v1/chat/completions", &chat)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    wait_until("2 rows", || {
+        let st = st.clone();
+        async move { host_rows(&st, "gpu-2").await.len() == 2 }
+    })
+    .await;
+
+    // Down long enough for the breaker, then a restart (ring and ids reset) with new traffic
+    // before the connector's next probe.
+    host.faults().host_down().await;
+    w.wait("down", |v| {
+        liveness(v, "gpu-2") == Some(LivenessState::Down)
+    })
+    .await;
+    // fleet-sim stamps rows with whole seconds: let the clock move on so a restarted host's
+    // row 2 is not the same (id, ts) as the old row 2.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    host.faults().host_up().await;
+    host.faults().restart().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for _ in 0..3 {
+        let r = boo_fleet_sim::client::post_json(&host.base_url(), "/v1/chat/completions", &chat)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    w.wait("connected", |v| {
+        liveness(v, "gpu-2") == Some(LivenessState::Connected)
+    })
+    .await;
+    wait_until("gap_suspected event", || {
+        let st = st.clone();
+        async move {
+            st.latest_model_states()
+                .await
+                .unwrap()
+                .iter()
+                .any(|s| s.provider_id == "gpu-2" && s.model == "*" && s.state == "gap_suspected")
+        }
+    })
+    .await;
+    // Old and new rows both kept (legacy ids restart at 0: the timestamp tells them apart).
+    wait_until("5 rows", || {
+        let st = st.clone();
+        async move { host_rows(&st, "gpu-2").await.len() == 5 }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_current_host_with_new_ids_gives_gap_suspected() {
+    gap_after_restart(ApiGen::Current).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_legacy_host_with_rolled_ring_gives_gap_suspected() {
+    gap_after_restart(ApiGen::Legacy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn action_errors_auth_queue_full_lease_and_bad_body() {
+    let host = sim("gpu-3", ApiGen::Current).await;
+    let mut c = cfg();
+    c.admin_token = Some("s3cret-admin".into());
+    let gw = gateway(
+        c,
+        vec![HostTarget::llama_swap("gpu-3", &host.base_url())],
+        None,
+    )
+    .await;
+    let w = Watcher::connect(&gw.base).await;
+    w.wait("connected", |v| {
+        liveness(v, "gpu-3") == Some(LivenessState::Connected)
+    })
+    .await;
+    let url = format!("{}/api/hosts/gpu-3/actions", gw.base);
+    let auth = [("authorization", "Bearer s3cret-admin")];
+    let warm = |m: &str| Some(json!({"action":"warm","model":m}));
+
+    // 401 without or with a wrong token; the body never echoes the token.
+    let (s, b) = call("POST", &url, &[], warm("alpha")).await;
+    assert_eq!(s, 401);
+    assert!(!b.to_string().contains("s3cret"));
+    let (s, _) = call(
+        "POST",
+        &url,
+        &[("authorization", "Bearer nope")],
+        warm("alpha"),
+    )
+    .await;
+    assert_eq!(s, 401);
+
+    // 400: bad body names the problem.
+    let (s, b) = call("POST", &url, &auth, Some(json!({"action":"explode"}))).await;
+    assert_eq!(s, 400);
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("body"),
+        "{b}"
+    );
+    // 404: unknown host.
+    let (s, _) = call(
+        "POST",
+        &format!("{}/api/hosts/nope/actions", gw.base),
+        &auth,
+        warm("a"),
+    )
+    .await;
+    assert_eq!(s, 404);
+
+    // 429: the executor is stuck on a hung warm; the queue fills up.
+    host.faults().hang();
+    let mut statuses = Vec::new();
+    let mut last = Value::Null;
+    for m in ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta"] {
+        let (s, b) = call("POST", &url, &auth, warm(m)).await;
+        statuses.push(s);
+        last = b;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(statuses.first(), Some(&202));
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert!(
+        last["queued"].as_array().is_some_and(|q| !q.is_empty()),
+        "{last}"
+    );
+
+    host.faults().clear_hang();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_lease_requires_confirmation() {
+    let host = sim("gpu-5", ApiGen::Current).await;
+    let gw = gateway(
+        cfg(),
+        vec![HostTarget::llama_swap("gpu-5", &host.base_url())],
+        None,
+    )
+    .await;
+    let w = Watcher::connect(&gw.base).await;
+    w.wait("connected", |v| {
+        liveness(v, "gpu-5") == Some(LivenessState::Connected)
+    })
+    .await;
+    let url = format!("{}/api/hosts/gpu-5/actions", gw.base);
+    let lease = gw.api.acquire_lease("gpu-5", "bench", "bench-1").unwrap();
+    let (s, b) = call(
+        "POST",
+        &url,
+        &[],
+        Some(json!({"action":"warm","model":"alpha"})),
+    )
+    .await;
+    assert_eq!(s, 409, "{b}");
+    assert_eq!(b["requiresConfirmation"], true);
+    let (s, _) = call(
+        "POST",
+        &format!("{url}?confirm=true"),
+        &[],
+        Some(json!({"action":"warm","model":"alpha"})),
+    )
+    .await;
+    assert_eq!(s, 202);
+    w.wait("alpha ready", |v| {
+        model(v, "gpu-5", "alpha") == Some(ModelState::Ready)
+    })
+    .await;
+    assert!(gw.api.release_lease(&lease));
+    w.wait("lease released", |v| {
+        v.host("gpu-5").is_some_and(|h| h.lease.is_none())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_restart_rebuilds_view_from_store_and_logs_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = sim("gpu-6", ApiGen::Current).await;
+    {
+        let gw = gateway(
+            cfg(),
+            vec![HostTarget::llama_swap("gpu-6", &host.base_url())],
+            Some(store(&dir).await),
+        )
+        .await;
+        let w = Watcher::connect(&gw.base).await;
+        w.wait("connected", |v| {
+            liveness(v, "gpu-6") == Some(LivenessState::Connected)
+        })
+        .await;
+        let url = format!("{}/api/hosts/gpu-6/actions", gw.base);
+        let (s, _) = call(
+            "POST",
+            &url,
+            &[],
+            Some(json!({"action":"warm","model":"beta"})),
+        )
+        .await;
+        assert_eq!(s, 202);
+        w.wait("beta ready", |v| {
+            model(v, "gpu-6", "beta") == Some(ModelState::Ready)
+        })
+        .await;
+        // Logs: the tail holds the host's lines and our action outcome.
+        wait_until("action logged", || {
+            let base = gw.base.clone();
+            async move {
+                let (s, b) =
+                    call("GET", &format!("{base}/api/logs/gpu-6?tail=50"), &[], None).await;
+                s == 200
+                    && b["lines"].as_array().is_some_and(|l| {
+                        l.iter()
+                            .any(|x| x["line"].as_str().unwrap_or("").contains("warm(beta)"))
+                    })
+            }
+        })
+        .await;
+        let (s, _) = call("GET", &format!("{}/api/logs/nope", gw.base), &[], None).await;
+        assert_eq!(s, 404);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The gateway is gone and the host is unreachable: a new gateway over the same file still
+    // shows what was last known.
+    host.faults().host_down().await;
+    let st = store(&dir).await;
+    let gw = gateway(
+        cfg(),
+        vec![HostTarget::llama_swap("gpu-6", &host.base_url())],
+        Some(st),
+    )
+    .await;
+    let (s, snap) = call("GET", &format!("{}/api/fleet", gw.base), &[], None).await;
+    assert_eq!(s, 200);
+    let h = &snap["hosts"][0];
+    assert_eq!(h["provider"], "gpu-6");
+    assert_eq!(h["models"]["beta"]["state"], "ready", "{snap}");
+    assert_eq!(h["models"]["alpha"]["state"], "stopped", "{snap}");
+    assert!(h["last_seen_at"].as_u64().is_some(), "{snap}");
+    assert_ne!(h["liveness"], "connected");
+}
+
+#[test]
+fn non_loopback_listen_needs_admin_token_or_explicit_opt_out() {
+    let public = "0.0.0.0:9503".parse().unwrap();
+    let local = "127.0.0.1:9503".parse().unwrap();
+    assert!(matches!(
+        check_admin_exposure(public, None, false),
+        Err(ControlError::UnauthenticatedAdmin { .. })
+    ));
+    assert!(check_admin_exposure(public, Some("t"), false).is_ok());
+    assert!(check_admin_exposure(public, None, true).is_ok());
+    assert!(check_admin_exposure(local, None, false).is_ok());
+    let msg = check_admin_exposure(public, Some(""), false)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("--allow-unauthenticated-admin"), "{msg}");
+}
