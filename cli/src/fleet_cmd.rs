@@ -154,12 +154,15 @@ async fn status(client: &Client, global: &Global) -> anyhow::Result<()> {
 }
 
 async fn watch(client: &Client, args: &WatchArgs, global: &Global) -> anyhow::Result<()> {
-    let tty = std::io::stdout().is_terminal();
-    let color = use_color();
+    let tty = std::io::stdout().is_terminal() && !global.json;
+    let mut screen = Screen {
+        live: tty,
+        color: use_color(),
+        cleared: false,
+    };
     let mut view = FleetView::new();
     let mut events: u64 = 0;
     let mut failures: u32 = 0;
-    let mut cleared = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
@@ -186,8 +189,8 @@ async fn watch(client: &Client, args: &WatchArgs, global: &Global) -> anyhow::Re
             Err(e) if !view.is_synced() => return Err(e),
             Err(e) => {
                 failures += 1;
-                eprintln!("{e:#}");
-                let wait = Duration::from_secs(1 << failures.min(5));
+                let wait = backoff(failures);
+                screen.problem(&view, &format!("{e:#}; retrying in {}s", wait.as_secs()));
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => continue,
                     _ = &mut ctrl_c => return Ok(()),
@@ -199,30 +202,29 @@ async fn watch(client: &Client, args: &WatchArgs, global: &Global) -> anyhow::Re
         loop {
             let next = tokio::select! {
                 m = stream.next() => m,
-                _ = tick.tick(), if tty && !global.json && view.is_synced() => {
-                    draw_live(&view, color, &mut cleared);
+                _ = tick.tick(), if tty && view.is_synced() => {
+                    screen.draw(&view, None);
                     continue;
                 }
-                _ = &mut ctrl_c => {
-                    if tty && !global.json {
-                        println!();
-                    }
-                    return Ok(());
-                }
+                _ = &mut ctrl_c => return Ok(()),
             };
             let msg = match next {
                 Ok(Some(m)) => m,
                 Ok(None) | Err(_) => {
-                    if let Err(e) = next {
-                        eprintln!(
-                            "fleet stream from {} broke: {e:#}; reconnecting",
-                            client.url()
-                        );
-                    } else {
-                        eprintln!("fleet stream from {} ended; reconnecting", client.url());
-                    }
                     failures += 1;
-                    let wait = Duration::from_secs(1 << failures.min(5));
+                    let wait = backoff(failures);
+                    let why = match next {
+                        Err(e) => format!("broke: {e:#}"),
+                        Ok(_) => "ended".to_owned(),
+                    };
+                    screen.problem(
+                        &view,
+                        &format!(
+                            "fleet stream from {} {why}; reconnecting in {}s",
+                            client.url(),
+                            wait.as_secs()
+                        ),
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => break,
                         _ = &mut ctrl_c => return Ok(()),
@@ -254,7 +256,7 @@ async fn watch(client: &Client, args: &WatchArgs, global: &Global) -> anyhow::Re
             if global.json {
                 println!("{}", msg.data);
             } else if tty {
-                draw_live(&view, color, &mut cleared);
+                screen.draw(&view, None);
             } else if view.is_synced() {
                 println!("{}", render_table(view.hosts(), now_ms(), false));
             }
@@ -266,27 +268,58 @@ async fn watch(client: &Client, args: &WatchArgs, global: &Global) -> anyhow::Re
     }
 }
 
-/// Redraws the table in place: cursor home, each line cleared to its end, the rest of the
-/// screen cleared (no full-screen clear, so no flicker).
-fn draw_live(view: &FleetView, color: bool, cleared: &mut bool) {
-    let now = now_ms();
-    let mut frame = render_table(view.hosts(), now, color);
-    frame.push_str(&format!(
-        "\n{}  Ctrl-C to quit\n",
-        paint(color, DIM, &format!("updated {}", clock(now)))
-    ));
-    let mut out = String::new();
-    if !std::mem::replace(cleared, true) {
-        out.push_str("\x1b[2J");
+/// Wait before reconnect attempt `failures` (1-based): 1 s, 2 s, 4 s, … capped at 30 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs((1u64 << failures.saturating_sub(1).min(5)).min(30))
+}
+
+/// Where `watch` draws: redrawn in place on a terminal, appended frames otherwise.
+struct Screen {
+    /// Redraw in place (stdout is a terminal and not `--json`).
+    live: bool,
+    color: bool,
+    /// Whether the screen was cleared once already.
+    cleared: bool,
+}
+
+impl Screen {
+    /// Redraws the table in place: cursor home, each line cleared to its end, the rest of the
+    /// screen cleared (one full clear on the first frame only, so no flicker). `note` replaces
+    /// the footer (e.g. while reconnecting).
+    fn draw(&mut self, view: &FleetView, note: Option<&str>) {
+        let now = now_ms();
+        let mut frame = render_table(view.hosts(), now, self.color);
+        let footer = match note {
+            Some(n) => paint(self.color, YELLOW, n),
+            None => format!(
+                "{}  Ctrl-C to quit",
+                paint(self.color, DIM, &format!("live · updated {}", clock(now)))
+            ),
+        };
+        frame.push('\n');
+        frame.push_str(&footer);
+        let mut out = String::new();
+        if !std::mem::replace(&mut self.cleared, true) {
+            out.push_str("\x1b[2J");
+        }
+        out.push_str("\x1b[H");
+        for line in frame.lines() {
+            out.push_str(line);
+            out.push_str("\x1b[K\n");
+        }
+        out.push_str("\x1b[J");
+        print!("{out}");
+        std::io::stdout().flush().ok();
     }
-    out.push_str("\x1b[H");
-    for line in frame.lines() {
-        out.push_str(line);
-        out.push_str("\x1b[K\n");
+
+    /// Reports a connection problem: in the footer of a live screen, else on stderr.
+    fn problem(&mut self, view: &FleetView, msg: &str) {
+        if self.live && view.is_synced() {
+            self.draw(view, Some(msg));
+        } else {
+            eprintln!("{msg}");
+        }
     }
-    out.push_str("\x1b[J");
-    print!("{out}");
-    std::io::stdout().flush().ok();
 }
 
 /// SSE messages from a response body, decoded as they arrive.
@@ -919,6 +952,8 @@ mod tests {
         assert_eq!(vram(Some(512), None), "0.5 GiB");
         assert_eq!(vram(None, None), "-");
         assert_eq!(clock(3_723_000), "01:02:03 UTC");
+        let waits: Vec<u64> = (1..=8).map(|f| backoff(f).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
     }
 
     #[test]

@@ -715,3 +715,56 @@ async fn https_to_a_plain_http_gateway_fails_in_one_line() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("(no hosts)"), "{out}");
 }
+
+#[tokio::test]
+async fn watch_reconnects_when_the_stream_ends() {
+    let mut f = fleet_state();
+    let first = f.snapshot();
+    let _ = f.set_in_flight("gpu-box", 4).unwrap();
+    let second = f.snapshot();
+    let after = f
+        .set_model_state("gpu-box", "qwen", ModelState::Stopping, now_ms())
+        .unwrap()
+        .unwrap();
+    let calls = Arc::new(Mutex::new(0u32));
+    let server = serve(move |_| {
+        let mut n = calls.lock().unwrap();
+        *n += 1;
+        if *n == 1 {
+            // The gateway restarts: the first stream ends after its snapshot.
+            Answer {
+                hold_open: false,
+                ..sse_answer(vec![sse("snapshot", &first)])
+            }
+        } else {
+            sse_answer(vec![sse("snapshot", &second), sse("delta", &after)])
+        }
+    })
+    .await;
+    let out = booctl(
+        &[
+            "fleet",
+            "watch",
+            "--gateway",
+            &server.url(),
+            "--max-events",
+            "3",
+        ],
+        &[],
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stderr.contains("ended; reconnecting"), "{stderr}");
+    let frames: Vec<&str> = stdout.split("\n\n").filter(|f| !f.is_empty()).collect();
+    assert_eq!(frames.len(), 3, "{stdout}");
+    let gpu = |frame: &str| -> Vec<String> {
+        let line = frame.lines().find(|l| l.starts_with("gpu-box")).unwrap();
+        line.split_whitespace().map(str::to_owned).collect()
+    };
+    assert_eq!(gpu(frames[0])[4], "0", "in-flight before the restart");
+    assert_eq!(gpu(frames[1])[4], "4", "fresh snapshot after reconnecting");
+    assert!(frames[2].contains("stopping"), "{}", frames[2]);
+    assert_eq!(server.seen().len(), 2);
+}
