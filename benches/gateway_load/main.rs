@@ -74,6 +74,10 @@ struct Args {
     /// Gateway runtime worker threads (sets `TOKIO_WORKER_THREADS`; default: one per CPU).
     #[arg(long)]
     gateway_threads: Option<usize>,
+    /// Extra argument for the gateway (repeatable), e.g. `--gateway-arg=--no-telemetry`.
+    /// The gateway runs in the temp dir, so a relative store path lands there.
+    #[arg(long, allow_hyphen_values = true)]
+    gateway_arg: Vec<String>,
     /// Do not run `cargo build --release --example gateway --example sim-host` first.
     #[arg(long)]
     no_build: bool,
@@ -314,7 +318,14 @@ fn run(args: &Args, work_dir: &Path) -> anyhow::Result<()> {
             .gateway_bin
             .clone()
             .unwrap_or_else(|| profile_dir.join("examples/gateway"));
-        match start_gateway(&bin, &work_dir, &upstreams, trickle, args.gateway_threads) {
+        match start_gateway(
+            &bin,
+            &work_dir,
+            &upstreams,
+            trickle,
+            args.gateway_threads,
+            &args.gateway_arg,
+        ) {
             Ok(p) => {
                 gateway = Some((p.1, p.0.pid()));
                 procs.list.push(p.0);
@@ -557,7 +568,10 @@ fn start_sim(bin: &Path, dir: &Path) -> anyhow::Result<(Proc, SocketAddr, String
     let spec_path = dir.join("sim-spec.yaml");
     std::fs::write(&spec_path, spec)?;
     let mut cmd = Command::new(bin);
-    cmd.arg("--spec").arg(&spec_path).args(["--threads", "1"]);
+    cmd.arg("--spec")
+        .arg(&spec_path)
+        .args(["--threads", "1"])
+        .current_dir(dir);
     let mut p = Proc::spawn("sim-host", cmd, &dir.join("sim-host.log"))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     procs::wait_http(&mut p, addr, "/health", Duration::from_secs(20))
@@ -572,6 +586,7 @@ fn start_gateway(
     upstreams: &[Upstream],
     trickle: Option<SocketAddr>,
     threads: Option<usize>,
+    extra: &[String],
 ) -> anyhow::Result<(Proc, SocketAddr)> {
     if !bin.exists() {
         bail!(
@@ -604,7 +619,7 @@ fn start_gateway(
         .arg(&config_path)
         .arg("--listen")
         .arg(addr.to_string());
-    cmd.env("RUST_LOG", "warn");
+    cmd.args(extra).current_dir(dir).env("RUST_LOG", "warn");
     if let Some(n) = threads {
         // Read by tokio's multi-thread runtime builder (`#[tokio::main]`).
         cmd.env("TOKIO_WORKER_THREADS", n.to_string());
