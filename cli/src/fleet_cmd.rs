@@ -942,6 +942,24 @@ mod tests {
     }
 
     #[test]
+    fn a_leased_host_shows_the_lease_purpose() {
+        let mut f = FleetState::new();
+        f.add_host("h");
+        let lease = boo_fleet_core::Lease {
+            provider: "h".into(),
+            holder: "bench:run-1".into(),
+            purpose: "bench".into(),
+            token: 1,
+            acquired_at: NOW - 1_000,
+            expires_at: NOW + 600_000,
+        };
+        f.set_lease("h", Some(lease)).unwrap();
+        let out = render_table(&f.snapshot().hosts, NOW, false);
+        let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row[..3], ["h", "reconnecting", "[bench]"], "{out}");
+    }
+
+    #[test]
     fn empty_fleet_and_formatting_helpers() {
         assert!(render_table(&[], NOW, false).contains("(no hosts)"));
         assert_eq!(ago(NOW, NOW + 5), "just now");
