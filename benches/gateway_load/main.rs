@@ -45,9 +45,10 @@ struct Args {
     /// Concurrency levels for the non-streaming cells.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     concurrency: Vec<usize>,
-    /// Concurrency of the streaming cell (0 = skip it).
-    #[arg(long, default_value_t = 64)]
-    stream_concurrency: usize,
+    /// Concurrency levels of the streaming cells (c=1 shows the pure added TTFT, c=64 the
+    /// TTFT under load; `0` alone skips them).
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    stream_concurrency: Vec<usize>,
     /// `max_tokens` of the streaming requests.
     #[arg(long, default_value_t = 256)]
     stream_tokens: u32,
@@ -389,25 +390,25 @@ fn run(args: &Args, work_dir: &Path) -> anyhow::Result<()> {
         }
     }
     let stream_load = format!("stream {}", args.stream_tokens);
-    if args.stream_concurrency > 0 {
+    for &c in args.stream_concurrency.iter().filter(|&&c| c > 0) {
         for u in upstreams.iter().filter(|u| u.streams) {
             for (path, addr, model) in paths_for(u, &args.paths, gateway.map(|g| g.0)) {
                 let cell = load::Cell {
                     addr,
                     path: "/v1/chat/completions".into(),
                     body: stream_body(&model, args.stream_tokens),
-                    concurrency: args.stream_concurrency,
+                    concurrency: c,
                     warmup,
                     duration,
                     stream: true,
                 };
                 let stats = load::run_cell(&cell);
-                print_progress(u.name, &stream_load, path, args.stream_concurrency, &stats);
+                print_progress(u.name, &stream_load, path, c, &stats);
                 rows.push(Row {
                     upstream: u.name,
                     load: stream_load.clone(),
                     path,
-                    concurrency: args.stream_concurrency,
+                    concurrency: c,
                     stats,
                 });
             }
