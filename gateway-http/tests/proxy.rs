@@ -468,3 +468,65 @@ async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
         .expect("server stopped")
         .unwrap();
 }
+
+#[tokio::test]
+async fn provider_concurrency_limit_queues_then_answers_429() {
+    let (up, up_addr) = start_upstream().await;
+    let mut s = spec("lim", up_addr);
+    s.max_concurrency = Some(1);
+    s.timeouts.first_byte = Duration::from_secs(5);
+    let mut u = boo_gateway_http::Upstream::new(&s).unwrap();
+    u.set_queue(0, Duration::from_millis(10));
+    let mut map = std::collections::HashMap::new();
+    map.insert(Box::<str>::from("lim"), Arc::new(u));
+    let router = StaticRouter::new().provider("lim", &["hang", "echo"]);
+    let gw = Gateway::with_upstreams(
+        GatewayConfig::default(),
+        Arc::new(router),
+        map,
+        Arc::new(boo_gateway_http::NoopSink),
+    );
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(gw.serve(l, std::future::pending()));
+
+    // One request holds the only slot (the upstream never answers)...
+    let held = tokio::spawn(async move {
+        post(addr, "/v1/chat/completions", &[], r#"{"model":"lim/hang"}"#).await
+    });
+    assert!(eventually(|| up.requests.load(Ordering::SeqCst) == 1).await);
+    // ...so the next one is turned away with 429 + Retry-After, without reaching the upstream.
+    let (s, h, b) = post(addr, "/v1/chat/completions", &[], r#"{"model":"lim/echo"}"#).await;
+    assert_eq!(s, 429);
+    assert_eq!(h["retry-after"], "1");
+    assert_eq!(err_code(&b), "rate_limit_exceeded");
+    assert_eq!(up.requests.load(Ordering::SeqCst), 1);
+    // When the slot frees up (first-byte timeout → 504), requests flow again.
+    let (s, _, _) = held.await.unwrap();
+    assert_eq!(s, 504);
+    let (s, _, _) = post(addr, "/v1/chat/completions", &[], r#"{"model":"lim/echo"}"#).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_clients_are_served() {
+    let h = harness(GatewayConfig::default()).await;
+    let stream = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = hyper::Request::post(format!("http://{}/v1/chat/completions", h.addr))
+        .body(Full::new(Bytes::from_static(br#"{"model":"a/echo"}"#)))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-boo-provider"], "a");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, JSON_BODY.as_bytes());
+}
