@@ -175,6 +175,21 @@ async fn watch(client: &Client, args: &WatchArgs, global: &Global) -> anyhow::Re
                 failures = 0;
                 body
             }
+            // A gateway that is restarting (or a proxy in front of it) may answer 5xx.
+            Ok((status, _)) if status >= 500 && view.is_synced() => {
+                failures += 1;
+                let wait = backoff(failures);
+                let msg = format!(
+                    "GET {}/api/fleet/stream answered {status}; retrying in {}s",
+                    client.url(),
+                    wait.as_secs()
+                );
+                screen.problem(&view, &msg);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => continue,
+                    _ = &mut ctrl_c => return Ok(()),
+                }
+            }
             Ok((status, body)) => {
                 let body = body
                     .collect()
@@ -242,12 +257,14 @@ async fn watch(client: &Client, args: &WatchArgs, global: &Global) -> anyhow::Re
                         .context("fleet stream: a delta event is not a fleet delta")?;
                     view.apply_delta(delta);
                     if view.needs_resync() {
-                        let reply = client.get("/api/fleet").await?;
-                        ensure_ok(client, &reply, "GET /api/fleet", false)?;
-                        view.apply_snapshot(
-                            serde_json::from_slice(&reply.body)
-                                .context("GET /api/fleet: the reply is not a fleet snapshot")?,
-                        );
+                        // Deltas were lost: fetch a fresh snapshot, or reconnect for one.
+                        match fetch_snapshot(client).await {
+                            Ok(snap) => view.apply_snapshot(snap),
+                            Err(e) => {
+                                screen.problem(&view, &format!("{e:#}; reconnecting"));
+                                break;
+                            }
+                        }
                     }
                 }
                 _ => continue, // bench_progress and future events: not part of this table
@@ -266,6 +283,12 @@ async fn watch(client: &Client, args: &WatchArgs, global: &Global) -> anyhow::Re
             }
         }
     }
+}
+
+async fn fetch_snapshot(client: &Client) -> anyhow::Result<FleetSnapshot> {
+    let reply = client.get("/api/fleet").await?;
+    ensure_ok(client, &reply, "GET /api/fleet", false)?;
+    serde_json::from_slice(&reply.body).context("GET /api/fleet: the reply is not a fleet snapshot")
 }
 
 /// Wait before reconnect attempt `failures` (1-based): 1 s, 2 s, 4 s, … capped at 30 s.
@@ -322,6 +345,9 @@ impl Screen {
     }
 }
 
+/// The gateway sends a heartbeat every 15 s; three missed ones mean the stream is dead.
+const STREAM_IDLE: Duration = Duration::from_secs(45);
+
 /// SSE messages from a response body, decoded as they arrive.
 struct EventStream {
     body: Incoming,
@@ -338,13 +364,20 @@ impl EventStream {
         }
     }
 
-    /// The next message, `Ok(None)` at the end of the stream.
+    /// The next message, `Ok(None)` at the end of the stream; an error when nothing at all
+    /// (not even a heartbeat comment) arrived for [`STREAM_IDLE`].
     async fn next(&mut self) -> anyhow::Result<Option<SseMessage>> {
         loop {
             if let Some(m) = self.ready.pop_front() {
                 return Ok(Some(m));
             }
-            let Some(frame) = self.body.frame().await else {
+            let Ok(frame) = tokio::time::timeout(STREAM_IDLE, self.body.frame()).await else {
+                bail!(
+                    "no data for {}s (not even a heartbeat)",
+                    STREAM_IDLE.as_secs()
+                );
+            };
+            let Some(frame) = frame else {
                 return Ok(None);
             };
             if let Ok(data) = frame?.into_data() {

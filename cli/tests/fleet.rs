@@ -731,11 +731,14 @@ async fn watch_reconnects_when_the_stream_ends() {
         let mut n = calls.lock().unwrap();
         *n += 1;
         if *n == 1 {
-            // The gateway restarts: the first stream ends after its snapshot.
+            // The gateway restarts: the first stream ends after its snapshot…
             Answer {
                 hold_open: false,
                 ..sse_answer(vec![sse("snapshot", &first)])
             }
+        } else if *n == 2 {
+            // …and is not ready on the first retry.
+            json_answer(503, json!({"error": "starting"}))
         } else {
             sse_answer(vec![sse("snapshot", &second), sse("delta", &after)])
         }
@@ -756,7 +759,8 @@ async fn watch_reconnects_when_the_stream_ends() {
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
-    assert!(stderr.contains("ended; reconnecting"), "{stderr}");
+    assert!(stderr.contains("ended; reconnecting in 1s"), "{stderr}");
+    assert!(stderr.contains("answered 503; retrying in 2s"), "{stderr}");
     let frames: Vec<&str> = stdout.split("\n\n").filter(|f| !f.is_empty()).collect();
     assert_eq!(frames.len(), 3, "{stdout}");
     let gpu = |frame: &str| -> Vec<String> {
@@ -766,5 +770,5 @@ async fn watch_reconnects_when_the_stream_ends() {
     assert_eq!(gpu(frames[0])[4], "0", "in-flight before the restart");
     assert_eq!(gpu(frames[1])[4], "4", "fresh snapshot after reconnecting");
     assert!(frames[2].contains("stopping"), "{}", frames[2]);
-    assert_eq!(server.seen().len(), 2);
+    assert_eq!(server.seen().len(), 3);
 }
