@@ -624,7 +624,15 @@ fn now_ms() -> u64 {
 
 /// Colors on only for a terminal and when `NO_COLOR` is unset or empty.
 fn use_color() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    color_wanted(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
+/// The color rule: a terminal, and `NO_COLOR` unset or empty (<https://no-color.org>).
+fn color_wanted(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 const RED: &str = "31";
@@ -1005,6 +1013,15 @@ mod tests {
         assert_eq!(clock(3_723_000), "01:02:03 UTC");
         let waits: Vec<u64> = (1..=8).map(|f| backoff(f).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+
+    #[test]
+    fn colors_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(color_wanted(true, None));
+        assert!(color_wanted(true, Some(OsStr::new(""))));
+        assert!(!color_wanted(true, Some(OsStr::new("1"))));
+        assert!(!color_wanted(false, None));
     }
 
     #[test]
