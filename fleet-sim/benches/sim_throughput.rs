@@ -33,8 +33,25 @@ fn unlimited(id: &str) -> ModelSpec {
     m
 }
 
-/// Starts a host on a dedicated current-thread runtime; returns its URL.
-fn serve(spec: HostSpec) -> String {
+/// CPU time (user + system) of one thread, in seconds, from /proc (Linux only; 0 elsewhere).
+fn thread_cpu_secs(tid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn current_tid() -> String {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default()
+}
+
+/// Starts a host on a dedicated current-thread runtime; returns its URL and thread id.
+fn serve(spec: HostSpec) -> (String, String) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -48,7 +65,7 @@ fn serve(spec: HostSpec) -> String {
             let id = host.spec().models[0].id.clone();
             host.wait_model_state(&id, "ready", Duration::from_secs(10))
                 .await;
-            tx.send(url).expect("send url");
+            tx.send((url, current_tid())).expect("send url");
             std::future::pending::<()>().await;
         });
     });
@@ -62,7 +79,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
 }
 
-fn non_streaming(name: &str, url: &str, secs: u64) {
+fn non_streaming(name: &str, (url, tid): &(String, String), secs: u64) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -105,27 +122,31 @@ fn non_streaming(name: &str, url: &str, secs: u64) {
         // Warm-up, then measure.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let start_n = done.load(Ordering::Relaxed);
+        let cpu0 = thread_cpu_secs(tid);
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(secs)).await;
         let n = done.load(Ordering::Relaxed) - start_n;
+        let cpu = thread_cpu_secs(tid) - cpu0;
         let rate = n as f64 / t0.elapsed().as_secs_f64();
+        let per_core = if cpu > 0.0 { n as f64 / cpu } else { 0.0 };
         stop.store(true, Ordering::Relaxed);
         let mut all = Vec::new();
         for t in tasks {
             all.extend(t.await.expect("join"));
         }
         all.sort_unstable();
-        (rate, all)
+        (rate, per_core, all)
     });
-    let (rate, all) = lat;
+    let (rate, per_core, all) = lat;
     println!(
-        "{name:<38} {rate:>9.0} req/s   p50 {:.2} ms  p99 {:.2} ms  (64 conns, client on 1 thread)",
+        "{name:<38} {rate:>9.0} req/s   p50 {:.2} ms  p99 {:.2} ms  server CPU: {:.1} us/req = {per_core:.0} req/s per core",
         percentile(&all, 0.5),
-        percentile(&all, 0.99)
+        percentile(&all, 0.99),
+        if per_core > 0.0 { 1e6 / per_core } else { 0.0 },
     );
 }
 
-fn streams(url: &str) {
+fn streams((url, tid): &(String, String)) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -133,11 +154,12 @@ fn streams(url: &str) {
     let body = Bytes::from_static(
         br#"{"model":"tiny","messages":[{"role":"user","content":"go"}],"max_tokens":256,"ignore_eos":true,"stream":true}"#,
     );
+    let cpu0 = thread_cpu_secs(tid);
     let (elapsed, tokens, ok, ttft) = rt.block_on(async {
         let t0 = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..256 {
-            let (url, body) = (url.to_owned(), body.clone());
+            let (url, body) = (url.clone(), body.clone());
             tasks.push(tokio::spawn(async move {
                 let mut c = Conn::connect(&url).await.expect("connect");
                 let t = Instant::now();
@@ -179,13 +201,15 @@ fn streams(url: &str) {
         ttft.sort_unstable();
         (t0.elapsed(), tokens, ok, ttft)
     });
+    let cpu = thread_cpu_secs(tid) - cpu0;
     println!(
-        "{:<38} {ok}/256 complete, {tokens} tokens in {:.0} ms = {:.0} tokens/s, TTFT p50 {:.1} ms p99 {:.1} ms",
+        "{:<38} {ok}/256 complete, {tokens} tokens in {:.0} ms = {:.0} tokens/s, TTFT p50 {:.1} ms p99 {:.1} ms, server CPU {:.0} ms",
         "256 x 256-token streams (swap host)",
         elapsed.as_secs_f64() * 1000.0,
         tokens as f64 / elapsed.as_secs_f64(),
         percentile(&ttft, 0.5),
-        percentile(&ttft, 0.99)
+        percentile(&ttft, 0.99),
+        cpu * 1000.0
     );
 }
 

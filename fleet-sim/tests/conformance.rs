@@ -815,13 +815,13 @@ async fn swap_streams_get_x_accel_buffering() {
 async fn swap_concurrency_limit_is_429_with_retry_after() {
     let mut m = ModelSpec::new("slow");
     m.concurrency_limit = 2;
-    m.gen_tps = 1.0; // 1 token/s emulated; at scale 0.01 a 50-token reply takes 0.5 s
+    m.gen_tps = 1.0; // 1 token/s emulated; at scale 0.01 a 1000-token reply takes 10 s
     m.load_ms = 0;
     let h = start_host(HostSpec::llama_swap("c", ApiGen::Current, vec![m]).with_time_scale(0.01))
         .await
         .expect("start");
     let url = h.base_url();
-    let body = json!({"model": "slow", "messages": [{"role": "user", "content": "x"}], "max_tokens": 50, "ignore_eos": true, "stream": true});
+    let body = json!({"model": "slow", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1000, "ignore_eos": true, "stream": true});
     let _a = open_json_stream(&url, "/v1/chat/completions", &body).await;
     let _b = open_json_stream(&url, "/v1/chat/completions", &body).await;
     let r = post(&url, "/v1/chat/completions", &body).await;

@@ -176,7 +176,7 @@ async fn ttl_unloads_an_idle_model() {
 
 #[tokio::test]
 async fn load_time_counts_in_ttft_only_when_not_loaded() {
-    let mut m = model("m", 300); // 300 ms emulated at scale 1
+    let mut m = model("m", 1000); // 1 s emulated at scale 1
     m.prompt_tps = 0.0;
     m.gen_tps = 0.0;
     let h = start_host(HostSpec::llama_swap("l", ApiGen::Current, vec![m]))
@@ -191,7 +191,7 @@ async fn load_time_counts_in_ttft_only_when_not_loaded() {
     );
     let cold = t0.elapsed();
     assert!(
-        cold >= Duration::from_millis(300),
+        cold >= Duration::from_millis(1000),
         "cold request waited for the load: {cold:?}"
     );
     let t1 = Instant::now();
