@@ -37,6 +37,7 @@
 //! `Authorization` never reaches a provider that has its own key; secrets never appear in logs
 //! or error bodies.
 
+pub mod auto;
 pub mod control;
 mod error;
 mod metrics;
@@ -100,6 +101,7 @@ pub(crate) struct Inner {
     id_prefix: String,
     id_counter: AtomicU64,
     shutting_down: AtomicBool,
+    auto: Option<Arc<auto::AutoRouter>>,
 }
 
 /// The gateway: cheap to clone, serve it with [`Gateway::serve`].
@@ -161,8 +163,18 @@ impl Gateway {
                 id_prefix: format!("gw-{:08x}", h.finish() as u32),
                 id_counter: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
+                auto: None,
             }),
         }
+    }
+
+    /// Routes `auto:*` requests through `auto`'s policies (and serves `/api/routing/*`).
+    /// Call before the gateway is cloned or served; later calls do nothing.
+    pub fn with_auto(mut self, auto: Arc<auto::AutoRouter>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.auto = Some(auto);
+        }
+        self
     }
 
     /// The gateway's metrics.
@@ -337,12 +349,29 @@ where
             .collect(),
         ..GatewayConfig::default()
     };
-    let gw = Gateway::new(cfg, router, &upstream_specs(&reg), opts.sink)?;
+    let (auto, _problems) = auto::AutoRouter::new(
+        reg.clone(),
+        Arc::new(auto::PollerFleet::new(router.clone())),
+    );
+    let auto = Arc::new(auto);
+    let refresher = {
+        let auto = auto.clone();
+        let every = opts.poll_every;
+        tokio::spawn(async move {
+            loop {
+                // Give the first inventory poll a moment, then refresh after each one.
+                tokio::time::sleep(every.min(Duration::from_secs(2))).await;
+                auto.refresh().await;
+            }
+        })
+    };
+    let gw = Gateway::new(cfg, router, &upstream_specs(&reg), opts.sink)?.with_auto(auto);
     if let Ok(a) = listener.local_addr() {
         tracing::info!(addr = %a, providers = reg.providers().len(), "gateway listening");
     }
     let r = gw.serve(listener, shutdown).await;
     poller.abort();
+    refresher.abort();
     r
 }
 

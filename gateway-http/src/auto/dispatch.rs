@@ -1,0 +1,290 @@
+//! `auto:*` dispatch: decide, then drive `boo_routing::Failover` through the attempts.
+//!
+//! Declared as a child module of `proxy` (it reuses the single-attempt machinery: header
+//! forwarding, `Ctx`, `ProxyStream`). Retries the next candidate on refused/reset, 5xx, 429 or
+//! no response head within the attempt's first-byte budget; once a response head has been
+//! passed to the client the attempt is committed and a later cut is reported, never retried.
+
+use super::*;
+use crate::auto::{AutoError, AutoRouter, RouteTrack};
+use boo_routing::{Failover, Final, Outcome, PromptShape, Step, Verdict};
+
+static X_BOO_ROUTE: HeaderName = HeaderName::from_static("x-boo-route");
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// An OpenAI-shaped error body with extra `route` detail.
+fn route_error(
+    status: u16,
+    code: &str,
+    msg: String,
+    route: Option<serde_json::Value>,
+) -> Response<RespBody> {
+    let mut v = serde_json::json!({"error": {"message": msg, "type": if status >= 500 {"server_error"} else {"invalid_request_error"}, "param": "model", "code": code}});
+    if let Some(r) = route {
+        v["error"]["route"] = r;
+    }
+    let mut r = Response::new(full(serde_json::to_vec(&v).unwrap_or_default()));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+impl Inner {
+    /// Serves a request naming the virtual model `name` through `auto`'s policies.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn proxy_auto(
+        self: &Arc<Self>,
+        auto: &Arc<AutoRouter>,
+        name: &str,
+        parts: &http::request::Parts,
+        body: &Bytes,
+        span: std::ops::Range<usize>,
+        up_path: &'static str,
+        peer: SocketAddr,
+        rid: &HeaderValue,
+        ctx: &mut Ctx,
+    ) -> Result<Response<RespBody>, GatewayError> {
+        if auto.policies().policies().is_empty() {
+            return Err(GatewayError::VirtualNotConfigured {
+                model: name.to_string(),
+            });
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
+        let shape = PromptShape::of(&value);
+        let features = auto.features(&value, ctx.source.clone());
+        let decision = match auto.decide(name, &features) {
+            Ok(d) => d,
+            Err(AutoError::UnknownPolicy { name, known }) => {
+                ctx.status = 404;
+                ctx.error_class = Some("model_not_found");
+                ctx.completed = true;
+                return Ok(route_error(
+                    404,
+                    "model_not_found",
+                    format!(
+                        "no routing policy named {name:?} (known: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                    None,
+                ));
+            }
+        };
+        let header = HeaderValue::from_str(&decision.header_value()).ok();
+        let mut failover = Failover::new(&decision, now_ms());
+        let decision_json = serde_json::to_value(&decision).unwrap_or_default();
+        let mut track =
+            RouteTrack::new(auto.clone(), decision.policy.clone(), decision_json, shape);
+
+        loop {
+            let plan = match failover.next_attempt(now_ms()) {
+                Ok(Step::Try(p)) => p,
+                Ok(Step::GiveUp(f)) => {
+                    track.failover = Some(failover);
+                    let route = track.route_json();
+                    ctx.route = Some(Box::new(track));
+                    ctx.status = 503;
+                    ctx.error_class = Some("no_route");
+                    ctx.completed = true;
+                    let mut r = route_error(
+                        503,
+                        "no_route",
+                        format!("no candidate of {name:?} could serve the request: {f:?}"),
+                        Some(route),
+                    );
+                    if let Some(h) = header {
+                        r.headers_mut().insert(X_BOO_ROUTE.clone(), h);
+                    }
+                    return Ok(r);
+                }
+                Err(e) => return Err(GatewayError::Config(format!("route state: {e}"))),
+            };
+            let composite = plan.model.to_string();
+            let attempt = self
+                .try_candidate(
+                    &composite,
+                    parts,
+                    body,
+                    span.clone(),
+                    up_path,
+                    peer,
+                    rid,
+                    plan.first_byte_deadline_ms,
+                )
+                .await;
+            let (outcome, resp) = match attempt {
+                Ok((resp, routed, permit)) => {
+                    let s = resp.status().as_u16();
+                    (Outcome::Status(s), Some((resp, routed, permit)))
+                }
+                Err(o) => (o, None),
+            };
+            let verdict = failover
+                .on_outcome(outcome, now_ms())
+                .map_err(|e| GatewayError::Config(format!("route state: {e}")))?;
+            match (verdict, resp) {
+                (Verdict::Retry, _) => continue,
+                (Verdict::Committed | Verdict::Done(_), Some((resp, routed, permit))) => {
+                    track.model = Some(plan.model.clone());
+                    track.failover = Some(failover);
+                    ctx.route = Some(Box::new(track));
+                    let mut r = self.stream_back(resp, routed, permit, ctx)?;
+                    if let Some(h) = header {
+                        r.headers_mut().insert(X_BOO_ROUTE.clone(), h);
+                    }
+                    return Ok(r);
+                }
+                (Verdict::Done(fin), None) => {
+                    track.failover = Some(failover);
+                    let route = track.route_json();
+                    ctx.route = Some(Box::new(track));
+                    ctx.status = 503;
+                    ctx.error_class = Some("no_route");
+                    ctx.completed = true;
+                    let why = match fin {
+                        Final::Failed { failure, .. } => format!("{failure:?}"),
+                        Final::Served { .. } => "served".to_string(),
+                    };
+                    let mut r = route_error(
+                        503,
+                        "no_route",
+                        format!("every candidate of {name:?} failed: {why}"),
+                        Some(route),
+                    );
+                    if let Some(h) = header {
+                        r.headers_mut().insert(X_BOO_ROUTE.clone(), h);
+                    }
+                    return Ok(r);
+                }
+                (Verdict::Committed, None) => {
+                    return Err(GatewayError::Config(
+                        "route state: committed without a response".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// One attempt: resolve the composite id, send, wait for the response head until the
+    /// attempt's first-byte deadline.
+    #[allow(clippy::too_many_arguments)]
+    async fn try_candidate(
+        self: &Arc<Self>,
+        composite: &str,
+        parts: &http::request::Parts,
+        body: &Bytes,
+        span: std::ops::Range<usize>,
+        up_path: &'static str,
+        peer: SocketAddr,
+        rid: &HeaderValue,
+        first_byte_deadline_ms: u64,
+    ) -> Result<(Response<Incoming>, Routed, Option<OwnedSemaphorePermit>), Outcome> {
+        let routed = self
+            .router
+            .resolve(composite)
+            .map_err(|_| Outcome::Refused)?;
+        let up = self
+            .upstreams
+            .get(&*routed.provider)
+            .ok_or(Outcome::Refused)?;
+        let new_body = Bytes::from(splice_model(body, span, &routed.wire_model));
+        let permit = up.acquire().await.map_err(|_| Outcome::Status(429))?;
+        let endpoint = if routed.via_sidecar {
+            up.sidecar.as_ref().unwrap_or(&up.main)
+        } else {
+            &up.main
+        };
+        let uri = endpoint
+            .uri(up_path, parts.uri.query())
+            .map_err(|_| Outcome::Refused)?;
+        let mut out = Request::new(Full::new(new_body.clone()));
+        *out.method_mut() = Method::POST;
+        *out.uri_mut() = uri;
+        *out.headers_mut() = self.forward_headers(&parts.headers, up, peer, rid, new_body.len());
+        let budget = Duration::from_millis(first_byte_deadline_ms.saturating_sub(now_ms()));
+        match tokio::time::timeout(budget, up.client.request(out)).await {
+            Err(_) => Err(Outcome::FirstByteTimeout),
+            Ok(Err(e)) if e.is_connect() => Err(Outcome::Refused),
+            Ok(Err(_)) => Err(Outcome::Reset),
+            Ok(Ok(r)) => Ok((r, routed, permit)),
+        }
+    }
+
+    /// Streams a committed (or final) upstream response back through a `ProxyStream`.
+    fn stream_back(
+        self: &Arc<Self>,
+        resp: Response<Incoming>,
+        routed: Routed,
+        permit: Option<OwnedSemaphorePermit>,
+        ctx: &mut Ctx,
+    ) -> Result<Response<RespBody>, GatewayError> {
+        let up = self
+            .upstreams
+            .get(&*routed.provider)
+            .ok_or_else(|| GatewayError::ProviderUnavailable {
+                provider: routed.provider.to_string(),
+            })?
+            .clone();
+        let series = self.metrics.series(&routed.provider, &routed.model);
+        series.in_flight.fetch_add(1, Relaxed);
+        ctx.series = Some(series);
+        ctx.provider = Some(routed.provider.clone());
+        ctx.wire_model = Some(routed.wire_model.clone());
+        ctx.status = resp.status().as_u16();
+        let t_headers = Instant::now();
+        let (rparts, rbody) = resp.into_parts();
+        let is_sse = rparts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| memchr::memmem::find(v.as_bytes(), b"text/event-stream").is_some());
+        let mut builder = Response::builder().status(rparts.status);
+        if let Some(h) = builder.headers_mut() {
+            for (k, v) in rparts.headers.iter() {
+                if !is_hop_by_hop(k) {
+                    h.append(k.clone(), v.clone());
+                }
+            }
+            h.insert(X_BOO_PROVIDER.clone(), up.provider_header.clone());
+            if let Ok(v) = HeaderValue::from_str(&routed.model) {
+                h.insert(X_BOO_MODEL.clone(), v);
+            }
+        }
+        // The client asked for the virtual name; the record keeps it, the route says where it went.
+        let overhead = t_headers - ctx.t0;
+        ctx.overhead = Some(overhead);
+        let idle = up.timeouts.idle;
+        let deadline = up.timeouts.total.map(|t| ctx.t0 + t);
+        let sleep_until = next_wake(idle, deadline);
+        let stream = ProxyStream {
+            body: rbody,
+            sleep: Box::pin(tokio::time::sleep_until(sleep_until.into())),
+            idle,
+            deadline,
+            sse: is_sse.then(SseScanner::new),
+            tail: (!is_sse).then(TailScanner::new),
+            inject: None,
+            ended: false,
+            ctx: {
+                let det = ctx.detached();
+                std::mem::replace(ctx, det)
+            },
+            _permit: permit,
+        };
+        builder
+            .body(RespBody::proxy(Box::new(stream)))
+            .map_err(|e| GatewayError::Config(format!("response build failed: {e}")))
+    }
+}
