@@ -34,6 +34,8 @@ pub(crate) fn frame_value<T: Serialize>(ty: &str, data: &T) -> Bytes {
 struct Sub {
     tx: mpsc::Sender<Bytes>,
     overflowed: bool,
+    /// Recovered from an overflow; gets a resync message (inflight snapshot) next.
+    resync: bool,
 }
 
 pub(crate) struct Hub {
@@ -65,6 +67,7 @@ impl Hub {
             s.push(Sub {
                 tx,
                 overflowed: false,
+                resync: false,
             });
             self.n.store(s.len(), Ordering::Relaxed);
         }
@@ -78,7 +81,10 @@ impl Hub {
         if let Ok(mut subs) = self.subs.lock() {
             subs.retain_mut(|s| match s.tx.try_send(msg.clone()) {
                 Ok(()) => {
-                    s.overflowed = false;
+                    if s.overflowed {
+                        s.overflowed = false;
+                        s.resync = true;
+                    }
                     true
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -92,6 +98,28 @@ impl Hub {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             });
             self.n.store(subs.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// True when some subscriber recovered from an overflow and waits for a resync message.
+    pub(crate) fn wants_resync(&self) -> bool {
+        self.subs
+            .lock()
+            .map(|s| s.iter().any(|s| s.resync))
+            .unwrap_or(false)
+    }
+
+    /// Sends `msg` to the subscribers that recovered from an overflow.
+    pub(crate) fn resync(&self, msg: Bytes) {
+        if let Ok(mut subs) = self.subs.lock() {
+            for s in subs.iter_mut().filter(|s| s.resync) {
+                if s.tx.try_send(msg.clone()).is_ok() {
+                    s.resync = false;
+                }
+            }
+            if !subs.iter().any(|s| s.resync || s.overflowed) {
+                self.overflow_pending.store(false, Ordering::Relaxed);
+            }
         }
     }
 

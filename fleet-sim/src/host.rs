@@ -296,10 +296,26 @@ impl HostInner {
         }
         if self.mode == Mode::LlamaSwap && self.hub.has_subscribers() {
             let src = if upstream { "upstream" } else { "proxy" };
-            self.hub.publish(events::frame_value(
+            self.publish(events::frame_value(
                 "logData",
                 &serde_json::json!({"source": src, "data": chunk}),
             ));
+        }
+    }
+
+    /// Publishes an event; after an overflow, v240+ sends the recovered subscriber an inflight
+    /// snapshot (as llama-swap does).
+    pub(crate) fn publish(&self, msg: bytes::Bytes) {
+        self.hub.publish(msg);
+        if self.ver.inflight() == InflightStyle::Ops
+            && self
+                .hub
+                .overflow_pending
+                .load(std::sync::atomic::Ordering::Relaxed)
+            && self.hub.wants_resync()
+            && let Some(snap) = self.inflight_snapshot()
+        {
+            self.hub.resync(snap);
         }
     }
 
@@ -343,7 +359,7 @@ impl HostInner {
                 ),
             );
             if self.mode == Mode::LlamaSwap && self.hub.has_subscribers() {
-                self.hub.publish(events::frame_value(
+                self.publish(events::frame_value(
                     "modelStatus",
                     &self.model_status_json(),
                 ));
@@ -434,7 +450,7 @@ impl HostInner {
                 None => return,
             },
         };
-        self.hub.publish(msg);
+        self.publish(msg);
     }
 
     // ---- model lifecycle ----

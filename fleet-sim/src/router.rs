@@ -618,7 +618,7 @@ impl Hold {
         };
         let _ = id;
         if let Some(e) = event {
-            host.hub.publish(e);
+            host.publish(e);
         }
         host.log(
             false,

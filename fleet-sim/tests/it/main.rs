@@ -693,3 +693,40 @@ async fn busy_port_is_a_bind_error() {
     let err = start_host(spec).await.expect_err("port taken");
     assert!(matches!(err, SimError::Bind { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn overflowed_event_subscriber_gets_an_inflight_snapshot_when_it_recovers() {
+    let h = start_host(
+        HostSpec::llama_swap("s", ApiGen::Current, vec![model("m", 0)]).with_time_scale(0.001),
+    )
+    .await
+    .expect("start");
+    h.faults().set_event_buffer(Some(4));
+    h.faults().slow_events(Some(Duration::from_millis(20)));
+    let mut ev = Stream::open(&h.base_url(), Method::GET, "/api/events", &[], Bytes::new()).await;
+    // Skip the on-connect sequence (it ends with the first snapshot).
+    ev.event_where(|t, v| t == "inflight" && v["operation"] == "snapshot")
+        .await
+        .expect("on-connect snapshot");
+    for _ in 0..10 {
+        assert_eq!(
+            post(&h.base_url(), "/v1/chat/completions", &chat("m", "hi", 1))
+                .await
+                .status,
+            200
+        );
+    }
+    assert!(h.faults().dropped_events() > 0);
+    // Let the slow reader drain its buffer, then cause one more event.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        post(&h.base_url(), "/v1/chat/completions", &chat("m", "hi", 1))
+            .await
+            .status,
+        200
+    );
+    let resync = ev
+        .event_where(|t, v| t == "inflight" && v["operation"] == "snapshot")
+        .await;
+    assert!(resync.is_some(), "a snapshot follows the overflow");
+}
