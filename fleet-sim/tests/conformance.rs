@@ -1163,3 +1163,17 @@ async fn swap_api_keys() {
         assert_eq!(r.status, 200, "{hdr:?}");
     }
 }
+
+#[tokio::test]
+async fn swap_props_by_model_query_loads_the_model() {
+    let h = swap_host(ApiGen::Current, None).await;
+    let url = h.base_url();
+    let r = get(&url, "/props?model=org/model-b").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["default_generation_settings"]["n_ctx"], 8192);
+    assert_eq!(h.model_state("org/model-b"), Some("ready"));
+    assert_eq!(get(&url, "/props?model=nope").await.status, 404);
+    // Before v234 there is no /props route on llama-swap.
+    let old = swap_host(ApiGen::Legacy, None).await;
+    assert_eq!(get(&old.base_url(), "/props?model=qwen").await.status, 404);
+}
