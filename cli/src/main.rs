@@ -12,11 +12,16 @@
 //!
 //! Results go to stdout; errors and warnings go to stderr.
 
+mod activity_cmd;
 mod config_cmd;
+mod favorites_cmd;
 mod fleet_cmd;
 mod http;
 mod output;
 mod resolve_cmd;
+mod retention_cmd;
+mod serve_cmd;
+mod usage_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +82,18 @@ enum Command {
     Resolve(resolve_cmd::ResolveArgs),
     #[command(flatten)]
     Fleet(fleet_cmd::FleetCommands),
+    /// Recent requests from the gateway's store, newest first (or follow new ones).
+    Activity(activity_cmd::ActivityArgs),
+    /// Token totals by source, model or provider over a time range.
+    Usage(usage_cmd::UsageArgs),
+    /// List, add or remove favorite models (kept in the gateway's store).
+    #[command(subcommand)]
+    Favorites(favorites_cmd::FavoritesCmd),
+    /// Roll up and prune old telemetry directly in the store.
+    #[command(subcommand)]
+    Retention(retention_cmd::RetentionCmd),
+    /// Run the gateway (same code path as examples/gateway.rs) with the telemetry store.
+    Serve(serve_cmd::ServeArgs),
 }
 
 /// Maps an error chain to the documented exit code.
@@ -101,6 +118,11 @@ fn main() -> ExitCode {
         Command::Config(cmd) => config_cmd::run(cmd, &cli.global),
         Command::Resolve(args) => resolve_cmd::run(args, &cli.global),
         Command::Fleet(cmd) => fleet_cmd::run(cmd, &cli.global),
+        Command::Activity(args) => activity_cmd::run(args, &cli.global),
+        Command::Usage(args) => usage_cmd::run(args, &cli.global),
+        Command::Favorites(cmd) => favorites_cmd::run(cmd, &cli.global),
+        Command::Retention(cmd) => retention_cmd::run(cmd, &cli.global),
+        Command::Serve(args) => serve_cmd::run(args, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -37,7 +37,6 @@
 //! `Authorization` never reaches a provider that has its own key; secrets never appear in logs
 //! or error bodies.
 
-pub mod auto;
 pub mod control;
 mod error;
 mod metrics;
@@ -47,6 +46,7 @@ mod router;
 mod scan;
 mod server;
 mod skim;
+pub mod store_api;
 mod telemetry;
 mod upstream;
 
@@ -56,6 +56,7 @@ pub use registry::{FavoritesSource, RegistryRouter, upstream_specs};
 pub use router::{ListedModel, ModelRouter, Routed, StaticRouter};
 pub use scan::{SseScanner, TailScanner, UsageInfo};
 pub use skim::{SkimError, Skimmed, skim, splice_model};
+pub use store_api::{StoreApi, StoreOptions, StoreTarget, StoreWiring};
 pub use telemetry::{ChannelSink, MemorySink, NoopSink, RequestRecord, TelemetrySink};
 pub use upstream::{Upstream, UpstreamSpec, UpstreamTimeouts};
 
@@ -101,7 +102,7 @@ pub(crate) struct Inner {
     id_prefix: String,
     id_counter: AtomicU64,
     shutting_down: AtomicBool,
-    auto: Option<Arc<auto::AutoRouter>>,
+    store_api: Option<Arc<StoreApi>>,
 }
 
 /// The gateway: cheap to clone, serve it with [`Gateway::serve`].
@@ -163,16 +164,17 @@ impl Gateway {
                 id_prefix: format!("gw-{:08x}", h.finish() as u32),
                 id_counter: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
-                auto: None,
+                store_api: None,
             }),
         }
     }
 
-    /// Routes `auto:*` requests through `auto`'s policies (and serves `/api/routing/*`).
-    /// Call before the gateway is cloned or served; later calls do nothing.
-    pub fn with_auto(mut self, auto: Arc<auto::AutoRouter>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.auto = Some(auto);
+    /// Serves `/api/activity`, `/api/usage`, `/api/settings` and `/api/favorites` from `api`
+    /// and appends its writer counters to `/metrics`. Call before cloning or serving.
+    pub fn with_store_api(mut self, api: Arc<StoreApi>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.store_api = Some(api),
+            None => tracing::warn!("with_store_api called on a shared gateway; ignored"),
         }
         self
     }
@@ -270,8 +272,11 @@ pub struct RunOptions {
     pub sink: Arc<dyn TelemetrySink>,
     /// Inventory poll interval (`GET /v1/models` of each host).
     pub poll_every: Duration,
-    /// Favorites for `/api/models`.
+    /// Favorites for `/api/models` (default: from the store when one is configured).
     pub favorites: Option<Box<dyn Fn() -> Vec<String> + Send + Sync>>,
+    /// The telemetry store: when set, every request is recorded there through a batch writer
+    /// (replacing `sink`), the store API routes are served and retention runs on a timer.
+    pub store: Option<StoreOptions>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -291,6 +296,7 @@ impl RunOptions {
             sink: Arc::new(NoopSink),
             poll_every: Duration::from_secs(10),
             favorites: None,
+            store: None,
         }
     }
 
@@ -332,12 +338,26 @@ where
     F: Future<Output = ()> + Send,
 {
     let reg = opts.registry.clone();
+    let wiring = match opts.store {
+        Some(so) => Some(
+            StoreWiring::start(so, reg.clone())
+                .await
+                .map_err(|e| GatewayError::Config(format!("telemetry store: {e}")))?,
+        ),
+        None => None,
+    };
     let mut router = RegistryRouter::new(reg.clone());
     if let Some(f) = opts.favorites {
         router = router.with_favorites(f);
+    } else if let Some(w) = &wiring {
+        router = router.with_favorites(w.api.favorites_fn());
     }
     let router = Arc::new(router);
     let poller = router.spawn_poller(opts.poll_every);
+    let sink: Arc<dyn TelemetrySink> = match &wiring {
+        Some(w) => Arc::new(w.writer.clone()),
+        None => opts.sink,
+    };
     let settings = reg.gateway();
     let cfg = GatewayConfig {
         max_body_bytes: settings.max_body_bytes.unwrap_or(32 * 1024 * 1024),
@@ -349,29 +369,19 @@ where
             .collect(),
         ..GatewayConfig::default()
     };
-    let (auto, _problems) = auto::AutoRouter::new(
-        reg.clone(),
-        Arc::new(auto::PollerFleet::new(router.clone())),
-    );
-    let auto = Arc::new(auto);
-    let refresher = {
-        let auto = auto.clone();
-        let every = opts.poll_every;
-        tokio::spawn(async move {
-            loop {
-                // Give the first inventory poll a moment, then refresh after each one.
-                tokio::time::sleep(every.min(Duration::from_secs(2))).await;
-                auto.refresh().await;
-            }
-        })
+    let gw = Gateway::new(cfg, router, &upstream_specs(&reg), sink)?;
+    let gw = match &wiring {
+        Some(w) => gw.with_store_api(w.api.clone()),
+        None => gw,
     };
-    let gw = Gateway::new(cfg, router, &upstream_specs(&reg), opts.sink)?.with_auto(auto);
     if let Ok(a) = listener.local_addr() {
         tracing::info!(addr = %a, providers = reg.providers().len(), "gateway listening");
     }
     let r = gw.serve(listener, shutdown).await;
     poller.abort();
-    refresher.abort();
+    if let Some(w) = wiring {
+        w.shutdown().await;
+    }
     r
 }
 

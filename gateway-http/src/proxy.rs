@@ -24,11 +24,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 
-#[path = "auto/api.rs"]
-mod api;
-#[path = "auto/dispatch.rs"]
-mod dispatch;
-
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_BOO_SOURCE: HeaderName = HeaderName::from_static("x-boo-source");
 static X_BOO_PROVIDER: HeaderName = HeaderName::from_static("x-boo-provider");
@@ -47,7 +42,6 @@ enum Route {
     Health,
     Metrics,
     Ping,
-    Routing,
     Unknown,
 }
 
@@ -61,7 +55,6 @@ fn route(path: &str) -> Route {
         "/api/health" => Route::Health,
         "/metrics" => Route::Metrics,
         "/health" => Route::Ping,
-        p if p.starts_with("/api/routing/") => Route::Routing,
         _ => Route::Unknown,
     }
 }
@@ -137,7 +130,11 @@ impl Inner {
                 "providers": self.router.health(),
             })),
             Route::Metrics if req.method() == Method::GET => {
-                let mut r = Response::new(full(self.metrics.render()));
+                let mut text = self.metrics.render();
+                if let Some(api) = &self.store_api {
+                    text.push_str(&api.metrics());
+                }
+                let mut r = Response::new(full(text));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -145,7 +142,12 @@ impl Inner {
                 r
             }
             Route::Ping if req.method() == Method::GET => Response::new(full("OK")),
-            Route::Routing => self.routing_api(req).await,
+            Route::Unknown if crate::StoreApi::serves(req.uri().path()) && self.store_api.is_some() => {
+                match &self.store_api {
+                    Some(api) => api.handle(req).await,
+                    None => Response::new(full("")),
+                }
+            }
             Route::Unknown => GatewayError::NotFound {
                 path: req.uri().path().to_string(),
             }
@@ -197,14 +199,6 @@ impl Inner {
             .into_iter()
             .map(|m| serde_json::json!({"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by}))
             .collect();
-        let mut data = data;
-        if let Some(auto) = &self.auto {
-            let set = auto.policies();
-            data.extend(set.policies().iter().map(|p| {
-                serde_json::json!({"id": p.name, "object": "model", "created": 0,
-                    "owned_by": "boocontrol", "description": p.description})
-            }));
-        }
         json_response(&serde_json::json!({"object": "list", "data": data}))
     }
 
@@ -238,7 +232,6 @@ impl Inner {
             usage: UsageInfo::default(),
             series: None,
             completed: false,
-            route: None,
         };
         match self.proxy_inner(req, up_path, peer, rid, &mut ctx).await {
             Ok(resp) => resp,
@@ -306,16 +299,6 @@ impl Inner {
         };
         ctx.stream = skimmed.stream;
         ctx.model = model.to_string();
-        if let Some(auto) = &self.auto
-            && (model == "auto" || model.starts_with("auto:"))
-        {
-            let auto = auto.clone();
-            let name = model.to_string();
-            let span = skimmed.model_span.clone();
-            return self
-                .proxy_auto(&auto, &name, &parts, &body, span, up_path, peer, rid, ctx)
-                .await;
-        }
         let Routed {
             provider,
             model: composite,
@@ -506,8 +489,6 @@ pub(crate) struct Ctx {
     usage: UsageInfo,
     series: Option<Arc<Series>>,
     completed: bool,
-    /// Set for `auto:*` requests: the decision and failover state.
-    route: Option<Box<crate::auto::RouteTrack>>,
 }
 
 impl Ctx {
@@ -534,7 +515,6 @@ impl Ctx {
             usage: UsageInfo::default(),
             series: None,
             completed: true,
-            route: None,
         }
     }
 }
@@ -569,15 +549,6 @@ impl Drop for Ctx {
         if let Some(d) = self.overhead {
             series.overhead.observe(d);
         }
-        let route = self.route.take().map(|t| {
-            t.finish(
-                self.completed && self.error_class.is_none(),
-                self.usage.prompt_tokens,
-                self.status,
-                &self.request_id,
-                self.started,
-            )
-        });
         let rec = RequestRecord {
             request_id: std::mem::take(&mut self.request_id),
             ts: self.started,
@@ -598,7 +569,7 @@ impl Drop for Ctx {
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
             stream: self.stream,
-            route,
+            route: None,
         };
         self.inner.sink.record(rec);
     }
