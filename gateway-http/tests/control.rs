@@ -664,3 +664,140 @@ fn non_loopback_listen_needs_admin_token_or_explicit_opt_out() {
         .to_string();
     assert!(msg.contains("--allow-unauthenticated-admin"), "{msg}");
 }
+
+/// Raw bytes of a streaming GET, accumulated.
+async fn raw_stream(base: &str, path: &str) -> Arc<Mutex<String>> {
+    let uri: hyper::Uri = base.parse().unwrap();
+    let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header("host", "x")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let buf = Arc::new(Mutex::new(String::new()));
+    let b = buf.clone();
+    let mut body = resp.into_body();
+    tokio::spawn(async move {
+        while let Some(Ok(f)) = body.frame().await {
+            if let Ok(d) = f.into_data() {
+                b.lock().unwrap().push_str(&String::from_utf8_lossy(&d));
+            }
+        }
+    });
+    buf
+}
+
+async fn wait_text(buf: &Arc<Mutex<String>>, what: &str, needle: &str) {
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while !buf.lock().unwrap().contains(needle) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {}",
+            buf.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_stream_heartbeat_and_captures_persisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = store(&dir).await;
+    let host = sim("gpu-7", ApiGen::Current).await;
+    let mut c = cfg();
+    c.heartbeat = Duration::from_millis(100);
+    let gw = gateway(
+        c,
+        vec![HostTarget::llama_swap("gpu-7", &host.base_url())],
+        Some(st.clone()),
+    )
+    .await;
+    let fleet = raw_stream(&gw.base, "/api/fleet/stream").await;
+    wait_text(&fleet, "snapshot first", "event: snapshot\ndata: {").await;
+    assert!(fleet.lock().unwrap().starts_with("event: snapshot\n"));
+    wait_text(&fleet, "heartbeat", ": heartbeat\n\n").await;
+    wait_text(&fleet, "connected delta", "\"state\":\"connected\"").await;
+
+    // A request through the host: its log lines and its capture.
+    let chat =
+        json!({"model":"alpha","messages":[{"role":"user","content":"capture me"}],"max_tokens":3});
+    let r = boo_fleet_sim::client::post_json(&host.base_url(), "/v1/chat/completions", &chat)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let logs = raw_stream(&gw.base, "/api/logs/gpu-7/stream").await;
+    wait_text(&logs, "a log event", "event: log\ndata: {\"line\":").await;
+    let (s, _) = call(
+        "GET",
+        &format!("{}/api/logs/gpu-7?tail=abc", gw.base),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(s, 400);
+
+    wait_until("activity row", || {
+        let st = st.clone();
+        async move { !host_rows(&st, "gpu-7").await.is_empty() }
+    })
+    .await;
+    let url = format!("{}/api/captures/gpu-7/1", gw.base);
+    let (s, cap) = call("GET", &url, &[], None).await;
+    assert_eq!(s, 200, "{cap}");
+    assert_eq!(cap["id"], 1);
+    assert_eq!(cap["provider"], "gpu-7");
+    assert_eq!(cap["req_path"], "/v1/chat/completions");
+    assert!(
+        cap["req_body"].as_str().unwrap().contains("capture me"),
+        "{cap}"
+    );
+    assert_eq!(cap["truncated"], false);
+    // Persisted: still served once the host is gone.
+    host.faults().host_down().await;
+    let (s, again) = call("GET", &url, &[], None).await;
+    assert_eq!(s, 200);
+    assert_eq!(again, cap);
+    let (s, _) = call(
+        "GET",
+        &format!("{}/api/captures/gpu-7/x", gw.base),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_server_host_is_polled_without_inference() {
+    let spec = HostSpec::llama_server("srv-1", ModelSpec::new("solo")).with_time_scale(0.001);
+    let host = start_host(spec).await.unwrap();
+    let gw = gateway(
+        cfg(),
+        vec![HostTarget::llama_server("srv-1", &host.base_url())],
+        None,
+    )
+    .await;
+    let w = Watcher::connect(&gw.base).await;
+    w.wait("connected with its model ready", |v| {
+        liveness(v, "srv-1") == Some(LivenessState::Connected)
+            && v.host("srv-1")
+                .is_some_and(|h| h.models.values().any(|m| m.state == ModelState::Ready))
+    })
+    .await;
+    assert!(host.stats().requests("/health") > 0);
+    assert!(host.stats().requests("/props") > 0);
+    assert!(host.stats().requests("/slots") > 0);
+    assert_eq!(host.stats().inference_requests(), 0);
+    host.faults().host_down().await;
+    w.wait("not connected", |v| {
+        liveness(v, "srv-1") != Some(LivenessState::Connected)
+    })
+    .await;
+}
