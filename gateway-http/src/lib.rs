@@ -37,6 +37,7 @@
 //! `Authorization` never reaches a provider that has its own key; secrets never appear in logs
 //! or error bodies.
 
+pub mod auto;
 pub mod control;
 mod error;
 mod metrics;
@@ -103,6 +104,7 @@ pub(crate) struct Inner {
     id_counter: AtomicU64,
     shutting_down: AtomicBool,
     store_api: Option<Arc<StoreApi>>,
+    auto: Option<Arc<auto::AutoRouter>>,
 }
 
 /// The gateway: cheap to clone, serve it with [`Gateway::serve`].
@@ -165,8 +167,18 @@ impl Gateway {
                 id_counter: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
                 store_api: None,
+                auto: None,
             }),
         }
+    }
+
+    /// Routes `auto:*` requests through `auto`'s policies (and serves `/api/routing/*`).
+    /// Call before the gateway is cloned or served; later calls do nothing.
+    pub fn with_auto(mut self, auto: Arc<auto::AutoRouter>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.auto = Some(auto);
+        }
+        self
     }
 
     /// Serves `/api/activity`, `/api/usage`, `/api/settings` and `/api/favorites` from `api`
@@ -369,7 +381,23 @@ where
             .collect(),
         ..GatewayConfig::default()
     };
-    let gw = Gateway::new(cfg, router, &upstream_specs(&reg), sink)?;
+    let (auto, _problems) = auto::AutoRouter::new(
+        reg.clone(),
+        Arc::new(auto::PollerFleet::new(router.clone())),
+    );
+    let auto = Arc::new(auto);
+    let refresher = {
+        let auto = auto.clone();
+        let every = opts.poll_every;
+        tokio::spawn(async move {
+            loop {
+                // Give the first inventory poll a moment, then refresh after each one.
+                tokio::time::sleep(every.min(Duration::from_secs(2))).await;
+                auto.refresh().await;
+            }
+        })
+    };
+    let gw = Gateway::new(cfg, router, &upstream_specs(&reg), sink)?.with_auto(auto);
     let gw = match &wiring {
         Some(w) => gw.with_store_api(w.api.clone()),
         None => gw,
@@ -382,6 +410,7 @@ where
     if let Some(w) = wiring {
         w.shutdown().await;
     }
+    refresher.abort();
     r
 }
 

@@ -24,6 +24,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 
+#[path = "auto/api.rs"]
+mod api;
+#[path = "auto/dispatch.rs"]
+mod dispatch;
+
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_BOO_SOURCE: HeaderName = HeaderName::from_static("x-boo-source");
 static X_BOO_PROVIDER: HeaderName = HeaderName::from_static("x-boo-provider");
@@ -42,6 +47,7 @@ enum Route {
     Health,
     Metrics,
     Ping,
+    Routing,
     Unknown,
 }
 
@@ -55,6 +61,7 @@ fn route(path: &str) -> Route {
         "/api/health" => Route::Health,
         "/metrics" => Route::Metrics,
         "/health" => Route::Ping,
+        p if p.starts_with("/api/routing/") => Route::Routing,
         _ => Route::Unknown,
     }
 }
@@ -142,7 +149,10 @@ impl Inner {
                 r
             }
             Route::Ping if req.method() == Method::GET => Response::new(full("OK")),
-            Route::Unknown if crate::StoreApi::serves(req.uri().path()) && self.store_api.is_some() => {
+            Route::Routing => self.routing_api(req).await,
+            Route::Unknown
+                if crate::StoreApi::serves(req.uri().path()) && self.store_api.is_some() =>
+            {
                 match &self.store_api {
                     Some(api) => api.handle(req).await,
                     None => Response::new(full("")),
@@ -199,6 +209,14 @@ impl Inner {
             .into_iter()
             .map(|m| serde_json::json!({"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by}))
             .collect();
+        let mut data = data;
+        if let Some(auto) = &self.auto {
+            let set = auto.policies();
+            data.extend(set.policies().iter().map(|p| {
+                serde_json::json!({"id": p.name, "object": "model", "created": 0,
+                    "owned_by": "boocontrol", "description": p.description})
+            }));
+        }
         json_response(&serde_json::json!({"object": "list", "data": data}))
     }
 
@@ -232,6 +250,7 @@ impl Inner {
             usage: UsageInfo::default(),
             series: None,
             completed: false,
+            route: None,
         };
         match self.proxy_inner(req, up_path, peer, rid, &mut ctx).await {
             Ok(resp) => resp,
@@ -299,6 +318,16 @@ impl Inner {
         };
         ctx.stream = skimmed.stream;
         ctx.model = model.to_string();
+        if let Some(auto) = &self.auto
+            && (model == "auto" || model.starts_with("auto:"))
+        {
+            let auto = auto.clone();
+            let name = model.to_string();
+            let span = skimmed.model_span.clone();
+            return self
+                .proxy_auto(&auto, &name, &parts, &body, span, up_path, peer, rid, ctx)
+                .await;
+        }
         let Routed {
             provider,
             model: composite,
@@ -489,6 +518,8 @@ pub(crate) struct Ctx {
     usage: UsageInfo,
     series: Option<Arc<Series>>,
     completed: bool,
+    /// Set for `auto:*` requests: the decision and failover state.
+    route: Option<Box<crate::auto::RouteTrack>>,
 }
 
 impl Ctx {
@@ -515,6 +546,7 @@ impl Ctx {
             usage: UsageInfo::default(),
             series: None,
             completed: true,
+            route: None,
         }
     }
 }
@@ -549,6 +581,15 @@ impl Drop for Ctx {
         if let Some(d) = self.overhead {
             series.overhead.observe(d);
         }
+        let route = self.route.take().map(|t| {
+            t.finish(
+                self.completed && self.error_class.is_none(),
+                self.usage.prompt_tokens,
+                self.status,
+                &self.request_id,
+                self.started,
+            )
+        });
         let rec = RequestRecord {
             request_id: std::mem::take(&mut self.request_id),
             ts: self.started,
@@ -569,7 +610,7 @@ impl Drop for Ctx {
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
             stream: self.stream,
-            route: None,
+            route,
         };
         self.inner.sink.record(rec);
     }
