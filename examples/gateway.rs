@@ -4,6 +4,10 @@
 //! cargo run --release --example gateway -- --config boocontrol.json [--listen 127.0.0.1:9503]
 //! cargo run --release --example gateway -- --demo      # in-process fleet-sim demo fleet
 //! ```
+//! Requests are recorded in the telemetry store: `--store URL` (`sqlite://PATH` or
+//! `postgres://…`), else `BOOCONTROL_STORE`, else `sqlite://boocontrol.db`; with `--demo` and
+//! neither set, a SQLite file in a temporary directory deleted on exit. `--no-telemetry` runs
+//! without a store (requests are only logged), e.g. to compare gateway overhead on/off.
 //! Then, for example:
 //! ```text
 //! curl -s localhost:9503/v1/models
@@ -36,6 +40,12 @@ struct Args {
     /// Seconds between inventory polls (GET /v1/models of each host).
     #[arg(long, default_value_t = 10)]
     poll_secs: u64,
+    /// Telemetry store URL: sqlite://PATH or postgres://… (else $BOOCONTROL_STORE).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// Do not open a store: requests are only logged (no /api/activity, /api/usage, /api/settings).
+    #[arg(long, conflicts_with = "store")]
+    no_telemetry: bool,
 }
 
 /// Logs one line per finished request (no secrets: ids, status, timings, token counts).
@@ -141,6 +151,20 @@ async fn main() -> anyhow::Result<()> {
     opts.listen = args.listen;
     opts.sink = Arc::new(LogSink);
     opts.poll_every = Duration::from_secs(args.poll_secs.max(1));
+    let mut _demo_dir = None;
+    if !args.no_telemetry {
+        let env = |k: &str| std::env::var(k).ok();
+        let url = if args.demo && args.store.is_none() && env(boo_telemetry_store::STORE_ENV).is_none() {
+            let dir = tempfile::tempdir().context("creating a temporary directory for the demo store")?;
+            let url = format!("sqlite://{}/boocontrol-demo.db", dir.path().display());
+            _demo_dir = Some(dir);
+            url
+        } else {
+            boo_telemetry_store::store_url(args.store.as_deref(), &env)
+        };
+        tracing::info!(backend = url.split(':').next().unwrap_or_default(), "telemetry store");
+        opts.store = Some(boo_gateway_http::StoreOptions::from_url(url).context("retention settings")?);
+    }
     let addr = opts.listen_addr()?;
     println!(
         "boocontrol gateway on http://{addr}  (GET /v1/models, POST /v1/chat/completions, /metrics)"
