@@ -182,7 +182,9 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Invalid { field, problem } => ApiError::bad(field, format!("{field}: {problem}")),
+            StoreError::Invalid { field, problem } => {
+                ApiError::bad(field, format!("{field}: {problem}"))
+            }
             other => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 param: None,
@@ -247,13 +249,17 @@ fn parse_query(
     let mut out = BTreeMap::new();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = percent_decode(k).ok_or_else(|| ApiError::bad("query", "malformed percent-encoding"))?;
+        let k = percent_decode(k)
+            .ok_or_else(|| ApiError::bad("query", "malformed percent-encoding"))?;
         let v = percent_decode(v)
             .ok_or_else(|| ApiError::bad(&k, format!("{k}: malformed percent-encoding")))?;
         if !allowed.contains(&k.as_str()) {
             return Err(ApiError::bad(
                 &k,
-                format!("unknown parameter {k:?} (expected one of: {})", allowed.join(", ")),
+                format!(
+                    "unknown parameter {k:?} (expected one of: {})",
+                    allowed.join(", ")
+                ),
             ));
         }
         if out.insert(k.clone(), v).is_some() {
@@ -391,13 +397,23 @@ impl StoreApi {
     async fn activity(&self, query: Option<&str>) -> Result<serde_json::Value, ApiError> {
         let q = parse_query(
             query,
-            &["provider", "model", "source", "status", "origin", "cursor", "limit"],
+            &[
+                "provider", "model", "source", "status", "origin", "cursor", "limit",
+            ],
         )?;
         let status = match nonempty(q.get("status")) {
             None => None,
-            Some(s) => Some(s.parse::<u16>().ok().filter(|n| (100..=599).contains(n)).ok_or_else(
-                || ApiError::bad("status", format!("status: expected an HTTP status 100-599, got {s:?}")),
-            )?),
+            Some(s) => Some(
+                s.parse::<u16>()
+                    .ok()
+                    .filter(|n| (100..=599).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad(
+                            "status",
+                            format!("status: expected an HTTP status 100-599, got {s:?}"),
+                        )
+                    })?,
+            ),
         };
         let origin = match nonempty(q.get("origin")).as_deref() {
             None => None,
@@ -412,9 +428,13 @@ impl StoreApi {
         };
         let limit = match nonempty(q.get("limit")) {
             None => DEFAULT_LIMIT,
-            Some(s) => s.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
-                ApiError::bad("limit", format!("limit: expected 1-1000, got {s:?}"))
-            })?,
+            Some(s) => s
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad("limit", format!("limit: expected 1-1000, got {s:?}"))
+                })?,
         };
         let cursor = nonempty(q.get("cursor"))
             .map(|c| FeedCursor::decode(&c))
@@ -441,7 +461,9 @@ impl StoreApi {
             .parse()?;
         let since = match nonempty(q.get("since")) {
             None => Duration::from_secs(86_400),
-            Some(s) => parse_since(&s).map_err(|m| ApiError::bad("since", format!("since: {m}")))?,
+            Some(s) => {
+                parse_since(&s).map_err(|m| ApiError::bad("since", format!("since: {m}")))?
+            }
         };
         let to = chrono::Utc::now();
         let from = to
@@ -473,7 +495,10 @@ impl StoreApi {
         let ops: serde_json::Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad("body", format!("body: expected a JSON object: {e}")))?;
         if !ops.is_object() {
-            return Err(ApiError::bad("body", "body: expected {\"add\":[..],\"remove\":[..]}"));
+            return Err(ApiError::bad(
+                "body",
+                "body: expected {\"add\":[..],\"remove\":[..]}",
+            ));
         }
         let patch = serde_json::json!({ FAVORITES_KEY: ops });
         self.patch_settings(patch.to_string().as_bytes()).await?;
@@ -497,7 +522,10 @@ impl StoreApi {
             .map_err(|e| ApiError::bad("body", format!("body: expected a JSON object: {e}")))?;
         for k in patch.keys() {
             if k.is_empty() || k.len() > 128 {
-                return Err(ApiError::bad("body", "body: setting keys must be 1-128 characters"));
+                return Err(ApiError::bad(
+                    "body",
+                    "body: setting keys must be 1-128 characters",
+                ));
             }
         }
         let _guard = self.settings_lock.lock().await;
@@ -507,7 +535,10 @@ impl StoreApi {
                 serde_json::Value::Null => serde_json::Value::Null,
                 serde_json::Value::Array(_) => {
                     let raw: Vec<String> = serde_json::from_value(v).map_err(|_| {
-                        ApiError::bad(FAVORITES_KEY, format!("{FAVORITES_KEY}: expected an array of strings"))
+                        ApiError::bad(
+                            FAVORITES_KEY,
+                            format!("{FAVORITES_KEY}: expected an array of strings"),
+                        )
                     })?;
                     serde_json::json!(self.normalize(&raw)?)
                 }
@@ -526,14 +557,17 @@ impl StoreApi {
                     if let Some(k) = ops.keys().find(|k| *k != "add" && *k != "remove") {
                         return Err(ApiError::bad(
                             FAVORITES_KEY,
-                            format!("{FAVORITES_KEY}: unknown operation {k:?} (expected add, remove)"),
+                            format!(
+                                "{FAVORITES_KEY}: unknown operation {k:?} (expected add, remove)"
+                            ),
                         ));
                     }
                     let add = self.normalize(&list("add")?)?;
                     let remove_raw = list("remove")?;
                     // Removal matches the stored form and the normalized form of each entry.
                     let (remove_norm, _) = normalize_favorites(&remove_raw, self.registry.as_ref());
-                    let mut remove: Vec<String> = remove_raw.iter().map(|s| s.trim().to_string()).collect();
+                    let mut remove: Vec<String> =
+                        remove_raw.iter().map(|s| s.trim().to_string()).collect();
                     remove.extend(remove_norm.iter().map(ToString::to_string));
                     let mut favs = self.store.favorites().await?;
                     favs.retain(|f| !remove.contains(f));
@@ -547,7 +581,9 @@ impl StoreApi {
                 _ => {
                     return Err(ApiError::bad(
                         FAVORITES_KEY,
-                        format!("{FAVORITES_KEY}: expected an array, null, or {{\"add\":[..],\"remove\":[..]}}"),
+                        format!(
+                            "{FAVORITES_KEY}: expected an array, null, or {{\"add\":[..],\"remove\":[..]}}"
+                        ),
                     ));
                 }
             };

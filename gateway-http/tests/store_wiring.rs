@@ -48,9 +48,12 @@ async fn start(store: Arc<dyn Store>, batch: BatchConfig) -> Gw {
     let doc = json!({"providers": [
         {"id": "sam", "label": "Sam", "kind": "llama-swap", "base_url": sim.base_url(), "default": true}
     ]});
-    let reg = boo_provider_registry::from_json_str(&doc.to_string(), &boo_provider_registry::MapEnv::new())
-        .expect("registry")
-        .registry;
+    let reg = boo_provider_registry::from_json_str(
+        &doc.to_string(),
+        &boo_provider_registry::MapEnv::new(),
+    )
+    .expect("registry")
+    .registry;
     let mut opts = RunOptions::new(Arc::new(reg));
     opts.poll_every = Duration::from_millis(200);
     opts.store = Some(StoreOptions {
@@ -82,8 +85,11 @@ async fn chat(addr: SocketAddr, model: &str, source: Option<&str>) -> u16 {
     if let Some(s) = source {
         h.push(("x-boo-source", s));
     }
-    let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
-    post(addr, "/v1/chat/completions", &h, &body.to_string()).await.0
+    let body =
+        json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+    post(addr, "/v1/chat/completions", &h, &body.to_string())
+        .await
+        .0
 }
 
 async fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
@@ -132,7 +138,9 @@ async fn every_request_is_recorded_with_its_source_and_the_feed_filters_and_page
     // Flushes happen every 100 ms; wait (generously) for all seven rows.
     let mut all = Value::Null;
     for _ in 0..300 {
-        all = get_json(a, "/api/activity?origin=gateway&limit=100").await.1;
+        all = get_json(a, "/api/activity?origin=gateway&limit=100")
+            .await
+            .1;
         if all["items"].as_array().is_some_and(|i| i.len() == 7) {
             break;
         }
@@ -146,11 +154,20 @@ async fn every_request_is_recorded_with_its_source_and_the_feed_filters_and_page
     assert_eq!(s, 200, "{p1}");
     assert_eq!(ids(&p1).len(), 3);
     let next = p1["next"].as_str().expect("a next cursor").to_string();
-    let (_, p2) = get_json(a, &format!("/api/activity?source=arena&limit=3&cursor={next}")).await;
+    let (_, p2) = get_json(
+        a,
+        &format!("/api/activity?source=arena&limit=3&cursor={next}"),
+    )
+    .await;
     let (i1, i2) = (ids(&p1), ids(&p2));
     assert_eq!(i2.len(), 1, "{p2}");
     assert!(!i1.contains(&i2[0]));
-    for r in p1["items"].as_array().unwrap().iter().chain(p2["items"].as_array().unwrap()) {
+    for r in p1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(p2["items"].as_array().unwrap())
+    {
         assert_eq!(r["source"], "arena");
     }
     // Status and model filters (model ids contain '/', sent percent-encoded).
@@ -185,9 +202,18 @@ async fn every_request_is_recorded_with_its_source_and_the_feed_filters_and_page
     assert_eq!(row(Some("arena"))["requests"], 4);
     assert_eq!(row(Some("cli"))["requests"], 2);
     assert_eq!(row(None)["requests"], 1);
-    assert!(row(Some("cli"))["completion_tokens"].as_i64().unwrap() > 0, "{u}");
+    assert!(
+        row(Some("cli"))["completion_tokens"].as_i64().unwrap() > 0,
+        "{u}"
+    );
     let (_, by_model) = get_json(a, "/api/usage?group=model").await;
-    assert!(by_model["rows"].as_array().unwrap().iter().any(|r| r["key"] == "sam/beta" && r["requests"] == 2));
+    assert!(
+        by_model["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["key"] == "sam/beta" && r["requests"] == 2)
+    );
     let (s, e) = get_json(a, "/api/usage?group=colour").await;
     assert_eq!((s, e["error"]["param"].as_str()), (400, Some("group")));
     let (s, e) = get_json(a, "/api/usage?since=3y").await;
@@ -223,7 +249,12 @@ async fn graceful_shutdown_flushes_buffered_records_to_the_store() {
     let mut sources: Vec<_> = after.rows.iter().filter_map(|r| r.source.clone()).collect();
     sources.sort();
     assert_eq!(sources, ["job-0", "job-1", "job-2", "job-3", "job-4"]);
-    assert!(after.rows.iter().all(|r| r.provider_id == "sam" && r.status == Some(200)));
+    assert!(
+        after
+            .rows
+            .iter()
+            .all(|r| r.provider_id == "sam" && r.status == Some(200))
+    );
 }
 
 #[tokio::test]
@@ -232,11 +263,15 @@ async fn settings_patch_keeps_unavailable_favorites_and_unrelated_settings() {
     let store = sqlite(&dir).await;
     let gw = start(store.clone(), BatchConfig::default()).await;
     let a = gw.addr;
-    let patch = json!({"theme": "dark", "favorite_models": ["sam/alpha", "gone-host/old-model", " beta "]});
+    let patch =
+        json!({"theme": "dark", "favorite_models": ["sam/alpha", "gone-host/old-model", " beta "]});
     let (s, v) = send_json(a, "PATCH", "/api/settings", &patch.to_string()).await;
     assert_eq!(s, 200, "{v}");
     // Bare ids get the default provider; an unknown host's favorite is kept.
-    assert_eq!(v["favorite_models"], json!(["sam/alpha", "gone-host/old-model", "sam/beta"]));
+    assert_eq!(
+        v["favorite_models"],
+        json!(["sam/alpha", "gone-host/old-model", "sam/beta"])
+    );
     assert_eq!(v["theme"], "dark");
 
     // /api/models shows the store's favorites that are visible now.
@@ -253,24 +288,53 @@ async fn settings_patch_keeps_unavailable_favorites_and_unrelated_settings() {
         }
         found
     };
-    assert!(ok, "favorites from the store reach /api/models (unavailable ones hidden)");
+    assert!(
+        ok,
+        "favorites from the store reach /api/models (unavailable ones hidden)"
+    );
 
     // An unrelated PATCH leaves favorites alone; a null deletes only its key.
-    let (s, v) = send_json(a, "PATCH", "/api/settings", r#"{"theme":"light","density":null}"#).await;
+    let (s, v) = send_json(
+        a,
+        "PATCH",
+        "/api/settings",
+        r#"{"theme":"light","density":null}"#,
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["theme"], "light");
     assert_eq!(v["favorite_models"].as_array().unwrap().len(), 3);
 
     // Bad input names the field and changes nothing.
-    let (s, e) = send_json(a, "PATCH", "/api/settings", r#"{"favorite_models":["auto:code"],"theme":"x"}"#).await;
-    assert_eq!((s, e["error"]["param"].as_str()), (400, Some("favorite_models")), "{e}");
+    let (s, e) = send_json(
+        a,
+        "PATCH",
+        "/api/settings",
+        r#"{"favorite_models":["auto:code"],"theme":"x"}"#,
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["param"].as_str()),
+        (400, Some("favorite_models")),
+        "{e}"
+    );
     let (s, e) = send_json(a, "PATCH", "/api/settings", "[1,2]").await;
-    assert_eq!((s, e["error"]["param"].as_str()), (400, Some("body")), "{e}");
+    assert_eq!(
+        (s, e["error"]["param"].as_str()),
+        (400, Some("body")),
+        "{e}"
+    );
     let (_, v) = get_json(a, "/api/settings").await;
     assert_eq!(v["theme"], "light");
 
     // Only explicit removal deletes a favorite; add de-duplicates.
-    let (s, v) = send_json(a, "POST", "/api/favorites", r#"{"remove":["gone-host/old-model"],"add":["sam/alpha"]}"#).await;
+    let (s, v) = send_json(
+        a,
+        "POST",
+        "/api/favorites",
+        r#"{"remove":["gone-host/old-model"],"add":["sam/alpha"]}"#,
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["favorites"], json!(["sam/alpha", "sam/beta"]));
     let (_, v) = get_json(a, "/api/favorites").await;
