@@ -17,9 +17,12 @@ mod config_cmd;
 mod favorites_cmd;
 mod fleet_cmd;
 mod http;
+mod models_cmd;
 mod output;
+mod policy_cmd;
 mod resolve_cmd;
 mod retention_cmd;
+mod route_cmd;
 mod serve_cmd;
 mod usage_cmd;
 
@@ -94,6 +97,14 @@ enum Command {
     Retention(retention_cmd::RetentionCmd),
     /// Run the gateway (same code path as examples/gateway.rs) with the telemetry store.
     Serve(serve_cmd::ServeArgs),
+    /// List, show, set or delete the gateway's `auto:*` routing policies.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCmd),
+    /// Explain where an `auto:*` model would route right now (sends nothing to a model).
+    #[command(subcommand)]
+    Route(route_cmd::RouteCmd),
+    /// Models the gateway serves (policies included), or `--scores` for advisory scores.
+    Models(models_cmd::ModelsArgs),
 }
 
 /// Maps an error chain to the documented exit code.
@@ -123,6 +134,9 @@ fn main() -> ExitCode {
         Command::Favorites(cmd) => favorites_cmd::run(cmd, &cli.global),
         Command::Retention(cmd) => retention_cmd::run(cmd, &cli.global),
         Command::Serve(args) => serve_cmd::run(args, &cli.global),
+        Command::Policy(cmd) => policy_cmd::run(cmd, &cli.global),
+        Command::Route(cmd) => route_cmd::run(cmd, &cli.global),
+        Command::Models(args) => models_cmd::run(args, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
