@@ -80,6 +80,26 @@ async fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     boo_telemetry_store::open(&url).await.expect("sqlite store")
 }
 
+/// SQLite always; Postgres (a fresh schema per call) when `DATABASE_URL` is set.
+async fn backends(dir: &tempfile::TempDir) -> Vec<Arc<dyn Store>> {
+    let mut v = vec![sqlite(dir).await];
+    match std::env::var("DATABASE_URL") {
+        Ok(url) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let schema = format!("boo_gw_{}_{nanos:x}", std::process::id());
+            let pg = boo_telemetry_store::postgres::PgStore::open_in_schema(&url, &schema)
+                .await
+                .expect("postgres store");
+            v.push(Arc::new(pg));
+        }
+        Err(_) => eprintln!("skipping the Postgres variant: DATABASE_URL unset"),
+    }
+    v
+}
+
 async fn chat(addr: SocketAddr, model: &str, source: Option<&str>) -> u16 {
     let mut h = vec![];
     if let Some(s) = source {
@@ -123,7 +143,13 @@ fn ids(v: &Value) -> Vec<String> {
 #[tokio::test]
 async fn every_request_is_recorded_with_its_source_and_the_feed_filters_and_pages() {
     let dir = tempfile::tempdir().unwrap();
-    let store = sqlite(&dir).await;
+    for store in backends(&dir).await {
+        eprintln!("backend: {:?}", store.backend());
+        records_and_feed(store).await;
+    }
+}
+
+async fn records_and_feed(store: Arc<dyn Store>) {
     let gw = start(store.clone(), BatchConfig::default()).await;
     let a = gw.addr;
     for _ in 0..3 {
@@ -260,7 +286,13 @@ async fn graceful_shutdown_flushes_buffered_records_to_the_store() {
 #[tokio::test]
 async fn settings_patch_keeps_unavailable_favorites_and_unrelated_settings() {
     let dir = tempfile::tempdir().unwrap();
-    let store = sqlite(&dir).await;
+    for store in backends(&dir).await {
+        eprintln!("backend: {:?}", store.backend());
+        settings_and_favorites(store).await;
+    }
+}
+
+async fn settings_and_favorites(store: Arc<dyn Store>) {
     let gw = start(store.clone(), BatchConfig::default()).await;
     let a = gw.addr;
     let patch =
