@@ -8,7 +8,7 @@
 //!    `/api/fleet/stream` subscriber over TCP (p50/p99), plus CPU over the phase.
 //!
 //! Run: `cargo bench -p boo-gateway-http --bench fleet_follow` (env `HOSTS`, `IDLE_SECS`,
-//! `WARMS` override the defaults 100 / 20 / 400).
+//! `WARMS`, `PERF_SECS` override the defaults 100 / 20 / 400 / 5).
 
 use boo_fleet_core::wire::SseDecoder;
 use boo_fleet_core::{Change, Delta, ModelState, ReconnectPolicy};
@@ -58,12 +58,15 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 async fn run_sims(n: u64) {
     let mut hosts = Vec::new();
     for i in 0..n {
-        let spec = HostSpec::llama_swap(
+        let mut spec = HostSpec::llama_swap(
             format!("h{i:03}"),
             ApiGen::Current,
             vec![ModelSpec::new("alpha"), ModelSpec::new("beta")],
         )
         .with_time_scale(0.001);
+        // Loads take milliseconds (time scale), but GPU samples keep llama-swap's real 5 s
+        // cadence: the sim scales `perf_every_ms` too, so undo it.
+        spec.perf_every_ms = 5_000_000;
         let h = start_host(spec).await.expect("sim host");
         println!("{} {}", h.id(), h.base_url());
         hosts.push(h);
@@ -151,6 +154,7 @@ async fn run_gateway(n: u64) {
         .collect();
     let cfg = ControlConfig {
         policy: ReconnectPolicy::default(),
+        perf_interval: Duration::from_secs(env_num("PERF_SECS", 5)),
         ..ControlConfig::default()
     };
     let (cpu0, rss0) = self_usage();
