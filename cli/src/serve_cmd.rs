@@ -35,6 +35,7 @@ pub struct ServeArgs {
     pub poll_secs: u64,
 }
 
+// Kept identical to `demo_registry` in examples/gateway.rs (demo models, tags, policies).
 /// Registry JSON routing to the demo fleet's hosts (and the `embedding` host's sidecar).
 fn demo_registry(fleet: &boo_fleet_sim::Fleet) -> anyhow::Result<Registry> {
     let sam = fleet
@@ -46,6 +47,11 @@ fn demo_registry(fleet: &boo_fleet_sim::Fleet) -> anyhow::Result<Registry> {
     let mut embedding = serde_json::json!({
         "id": "embedding", "label": "Embedding box (P104-100)", "kind": "llama-swap",
         "base_url": emb.base_url(),
+        "models": [
+            { "id": "deepseek-r1-qwen3-8b", "tags": ["chat"] },
+            { "id": "qwen3-4b", "tags": ["chat", "code", "fast"] },
+            { "id": "llama3.2-1b", "tags": ["chat", "fast"] },
+        ],
     });
     if let Some(side) = emb.sidecar() {
         let models: Vec<String> = side.spec().models.iter().map(|m| m.id.clone()).collect();
@@ -54,11 +60,32 @@ fn demo_registry(fleet: &boo_fleet_sim::Fleet) -> anyhow::Result<Registry> {
     let doc = serde_json::json!({
         "providers": [
             { "id": "sam-desktop", "label": "Sam's desktop (RTX 5090)", "kind": "llama-swap",
-              "base_url": sam.base_url(), "default": true },
+              "base_url": sam.base_url(), "default": true,
+              "models": [
+                { "id": "qwen3-coder-30b-a3b", "tags": ["chat", "code"] },
+                { "id": "qwen3-32b", "tags": ["chat"] },
+                { "id": "gemma3-27b", "tags": ["chat"] },
+                { "id": "gpt-oss-20b", "tags": ["chat", "code", "fast"] },
+                { "id": "deepseek-r1-qwen3-8b", "tags": ["chat"] },
+                { "id": "llama3.2-3b-4k", "tags": ["chat", "fast"] },
+              ] },
             embedding,
+        ],
+        // Demo routing policies (issue 6): try `auto`, `auto:code`, `auto:fast`; the 4k-context
+        // model is skipped for long prompts, loaded models win over cold ones.
+        "policies": [
+            { "name": "auto", "description": "any chat model, loaded first, then fastest",
+              "candidates": ["tag:chat"], "order": ["prefer_loaded", "fastest"] },
+            { "name": "auto:code", "description": "the coder on the desktop, then fallbacks",
+              "candidates": ["sam-desktop/qwen3-coder-30b-a3b", "sam-desktop/gpt-oss-20b", "embedding/qwen3-4b"],
+              "order": ["prefer_loaded", "priority"] },
+            { "name": "auto:fast", "description": "small fast models, loaded first",
+              "candidates": ["tag:fast"], "order": ["prefer_loaded", "fastest"],
+              "filters": { "max_wait_ms": 2000 } },
         ]
     });
-    Ok(boo_provider_registry::from_json_str(&doc.to_string(), &ProcessEnv)?.registry)
+    let loaded = boo_provider_registry::from_json_str(&doc.to_string(), &ProcessEnv)?;
+    Ok(loaded.registry)
 }
 
 /// Runs `booctl serve` until Ctrl-C / SIGTERM.
