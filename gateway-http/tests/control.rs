@@ -723,7 +723,11 @@ async fn log_stream_heartbeat_and_captures_persisted() {
     wait_text(&fleet, "snapshot first", "event: snapshot\ndata: {").await;
     assert!(fleet.lock().unwrap().starts_with("event: snapshot\n"));
     wait_text(&fleet, "heartbeat", ": heartbeat\n\n").await;
-    wait_text(&fleet, "connected delta", "\"state\":\"connected\"").await;
+    let w = Watcher::connect(&gw.base).await;
+    w.wait("connected", |v| {
+        liveness(v, "gpu-7") == Some(LivenessState::Connected)
+    })
+    .await;
 
     // A request through the host: its log lines and its capture.
     let chat =
