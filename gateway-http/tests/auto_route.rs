@@ -357,3 +357,64 @@ async fn policies_are_managed_over_the_api() {
     let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(v["scores"][0]["model"], "desk/coder");
 }
+
+#[tokio::test]
+async fn a_saturated_local_host_spills_to_the_cloud_candidate() {
+    // A slow local model (2 tok/s) on a host allowed one request at a time.
+    let mut slow = ModelSpec::new("m");
+    slow.load_ms = 1;
+    slow.prompt_tps = 0.0;
+    slow.gen_tps = 2.0;
+    let desk = start_host(HostSpec::llama_swap("desk", ApiGen::Current, vec![slow]))
+        .await
+        .unwrap();
+    let mut cm = model("cloudm", 32768);
+    cm.load_ms = 1;
+    let cloud = start_host(HostSpec::llama_server("cloud", cm))
+        .await
+        .unwrap();
+    let cloud_url = cloud.base_url();
+    let mut up = false;
+    for _ in 0..200 {
+        if client::get(&cloud_url, "/health")
+            .await
+            .is_ok_and(|r| r.status == 200)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(up, "the cloud stand-in finished loading");
+    let json = format!(
+        r#"{{ "providers": [
+              {{ "id": "desk", "kind": "llama-swap", "base_url": "{}", "max_concurrency": 1 }},
+              {{ "id": "cloud", "kind": "openai", "base_url": "{}/v1", "models": [{{ "id": "cloudm" }}] }} ],
+            "policies": [{{ "name": "auto", "candidates": ["desk/m", "cloud/cloudm"],
+                           "order": ["priority"], "filters": {{ "max_wait_ms": 1000 }} }}] }}"#,
+        desk.base_url(),
+        cloud.base_url()
+    );
+    let reg = from_json_str(&json, &MapEnv::new()).unwrap().registry;
+    let mut opts = RunOptions::new(Arc::new(reg));
+    opts.poll_every = Duration::from_millis(100);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(boo_gateway_http::run_on(l, opts, async {
+        let _ = rx.await;
+    }));
+    assert!(wait_chosen(addr, r#"{"model":"auto"}"#, "desk/m").await);
+
+    // One long request occupies the local host's only slot...
+    let long = r#"{"model":"auto","messages":[{"role":"user","content":"hi"}],"max_tokens":60}"#;
+    let busy = tokio::spawn(async move { post(addr, "/v1/chat/completions", &[], long).await });
+    // ...so its queue wait estimate passes max_wait and the cloud candidate goes first.
+    assert!(wait_chosen(addr, r#"{"model":"auto"}"#, "cloud/cloudm").await);
+    let (s, h, b) = post(addr, "/v1/chat/completions", &[], &chat("auto")).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(h["x-boo-model"], "cloud/cloudm");
+    assert_eq!(cloud.stats().requests("/v1/chat/completions"), 1);
+    assert_eq!(desk.stats().requests("/v1/chat/completions"), 1);
+    busy.abort();
+}

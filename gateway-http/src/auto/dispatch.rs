@@ -113,6 +113,7 @@ impl Inner {
                 Err(e) => return Err(GatewayError::Config(format!("route state: {e}"))),
             };
             let composite = plan.model.to_string();
+            auto.attempt_started(&plan.model.provider);
             let attempt = self
                 .try_candidate(
                     &composite,
@@ -132,11 +133,19 @@ impl Inner {
                 }
                 Err(o) => (o, None),
             };
+            if resp.is_none() {
+                auto.attempt_ended(&plan.model.provider, None);
+            }
             let verdict = failover
                 .on_outcome(outcome, now_ms())
                 .map_err(|e| GatewayError::Config(format!("route state: {e}")))?;
             match (verdict, resp) {
-                (Verdict::Retry, _) => continue,
+                (Verdict::Retry, r) => {
+                    if r.is_some() {
+                        auto.attempt_ended(&plan.model.provider, None);
+                    }
+                    continue;
+                }
                 (Verdict::Committed | Verdict::Done(_), Some((resp, routed, permit))) => {
                     track.model = Some(plan.model.clone());
                     track.failover = Some(failover);

@@ -31,12 +31,21 @@ pub trait LiveFleet: Send + Sync + 'static {
 /// Cloud (`openai`) models are always `ready`; a listed local model without a state is
 /// `unknown`. `n_ctx` comes from the cache (read in the current state), then the listing,
 /// then the config override.
-pub fn fleet_view(registry: &Registry, live: &dyn LiveFleet, contexts: &ContextCache) -> FleetView {
+/// `own_wait` adds the gateway's own queue wait estimate per host (the larger one is used).
+pub fn fleet_view(
+    registry: &Registry,
+    live: &dyn LiveFleet,
+    contexts: &ContextCache,
+    own_wait: &dyn Fn(&ProviderId) -> Option<u64>,
+) -> FleetView {
     let inv = live.inventory();
     let mut facts = Vec::new();
     for p in registry.providers().iter().filter(|p| p.enabled) {
         let liveness = live.liveness(&p.id);
-        let queue = live.queue_wait_ms(&p.id);
+        let queue = match (live.queue_wait_ms(&p.id), own_wait(&p.id)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         let lane = match p.lane {
             RegLane::Local => Lane::Local,
             RegLane::Cloud => Lane::Cloud,

@@ -55,7 +55,18 @@ pub struct AutoRouter {
     policies: RwLock<Arc<PolicySet>>,
     origins: RwLock<HashMap<String, PolicyOrigin>>,
     log: Mutex<HashMap<String, VecDeque<LogEntry>>>,
+    load: Mutex<HashMap<ProviderId, HostLoad>>,
 }
+
+/// `auto:*` attempts in flight on one host and their mean service time.
+#[derive(Debug, Clone, Copy, Default)]
+struct HostLoad {
+    in_flight: u32,
+    mean_ms: Option<f64>,
+}
+
+/// Service time assumed for a host before any `auto:*` request finished there.
+const DEFAULT_SERVICE_MS: f64 = 30_000.0;
 
 impl std::fmt::Debug for AutoRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,6 +109,7 @@ impl AutoRouter {
                 policies: RwLock::new(Arc::new(set)),
                 origins: RwLock::new(origins),
                 log: Mutex::new(HashMap::new()),
+                load: Mutex::new(HashMap::new()),
             },
             problems,
         )
@@ -137,7 +149,42 @@ impl AutoRouter {
 
     /// Current fleet facts.
     pub fn view(&self) -> FleetView {
-        fleet_view(&self.registry, &*self.live, &self.contexts)
+        let wait = |p: &ProviderId| self.queue_wait_ms(p);
+        fleet_view(&self.registry, &*self.live, &self.contexts, &wait)
+    }
+
+    /// Queue wait estimate for a host with a `max_concurrency`: when this gateway's `auto:*`
+    /// attempts in flight there reach the limit, the next one waits about
+    /// `(in_flight - limit + 1) × mean service time` (30 s until one finished).
+    /// Direct (composite-id) traffic is not counted.
+    pub fn queue_wait_ms(&self, provider: &ProviderId) -> Option<u64> {
+        let limit = self.registry.provider(provider)?.max_concurrency?;
+        let g = self.load.lock().unwrap_or_else(|e| e.into_inner());
+        let l = g.get(provider)?;
+        if l.in_flight < limit {
+            return Some(0);
+        }
+        let n = f64::from(l.in_flight - limit + 1);
+        Some((n * l.mean_ms.unwrap_or(DEFAULT_SERVICE_MS)) as u64)
+    }
+
+    /// An attempt on `provider` started.
+    pub(crate) fn attempt_started(&self, provider: &ProviderId) {
+        let mut g = self.load.lock().unwrap_or_else(|e| e.into_inner());
+        g.entry(provider.clone()).or_default().in_flight += 1;
+    }
+
+    /// An attempt on `provider` ended; `served_ms` when it served the request.
+    pub(crate) fn attempt_ended(&self, provider: &ProviderId, served_ms: Option<f64>) {
+        let mut g = self.load.lock().unwrap_or_else(|e| e.into_inner());
+        let l = g.entry(provider.clone()).or_default();
+        l.in_flight = l.in_flight.saturating_sub(1);
+        if let Some(ms) = served_ms {
+            l.mean_ms = Some(match l.mean_ms {
+                Some(m) => 0.8 * m + 0.2 * ms,
+                None => ms,
+            });
+        }
     }
 
     /// Decides for the virtual model `name`. Pure given the current facts.
@@ -340,6 +387,15 @@ impl RouteTrack {
                 boo_routing::Outcome::StreamCut
             };
             let _ = f.on_outcome(o, now);
+        }
+        if let Some(m) = &self.model {
+            let served = self
+                .failover
+                .as_ref()
+                .and_then(|f| f.history().last())
+                .and_then(|l| Some(l.ended_ms?.saturating_sub(l.started_ms) as f64));
+            self.auto
+                .attempt_ended(&m.provider, if clean { served.or(Some(0.0)) } else { None });
         }
         if let (Some(m), Some(n)) = (&self.model, prompt_tokens)
             && clean
