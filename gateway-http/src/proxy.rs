@@ -318,6 +318,12 @@ impl Inner {
         };
         ctx.stream = skimmed.stream;
         ctx.model = model.to_string();
+        if let Some(r) = self.gateway_route_error(model) {
+            ctx.status = 503;
+            ctx.error_class = Some("gateway_error");
+            ctx.completed = true;
+            return Ok(r);
+        }
         if let Some(auto) = &self.auto
             && (model == "auto" || model.starts_with("auto:"))
         {

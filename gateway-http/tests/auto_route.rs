@@ -418,3 +418,52 @@ async fn a_saturated_local_host_spills_to_the_cloud_candidate() {
     assert_eq!(desk.stats().requests("/v1/chat/completions"), 1);
     busy.abort();
 }
+
+#[tokio::test]
+async fn an_unhealthy_or_disabled_gateway_provider_is_a_503_never_a_fallback() {
+    let desk = host("desk", vec![model("coder", 32768)]).await;
+    // A port nothing listens on: the poll marks the gateway provider unreachable.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let json = format!(
+        r#"{{ "providers": [
+              {{ "id": "desk", "kind": "llama-swap", "base_url": "{}", "default": true }},
+              {{ "id": "peer", "kind": "gateway", "base_url": "{dead_url}" }},
+              {{ "id": "peer-off", "kind": "gateway", "base_url": "{dead_url}", "enabled": false }} ],
+            "policies": [] }}"#,
+        desk.base_url()
+    );
+    let reg = from_json_str(&json, &MapEnv::new()).unwrap().registry;
+    let mut opts = RunOptions::new(Arc::new(reg));
+    opts.poll_every = Duration::from_millis(100);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(boo_gateway_http::run_on(l, opts, async {
+        let _ = rx.await;
+    }));
+    let mut last = (0, bytes::Bytes::new());
+    for _ in 0..300 {
+        let (s, _, b) = post(addr, "/v1/chat/completions", &[], &chat("peer/coder")).await;
+        last = (s, b);
+        if last.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&last.1).unwrap();
+    assert_eq!(last.0, 503, "{v}");
+    assert_eq!(v["error"]["code"], "gateway_error");
+    assert_eq!(v["error"]["reason"], "unhealthy");
+
+    let (s, _, b) = post(addr, "/v1/chat/completions", &[], &chat("peer-off/coder")).await;
+    assert_eq!(s, 503);
+    let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(v["error"]["reason"], "offline", "{v}");
+    assert_eq!(
+        desk.stats().requests("/v1/chat/completions"),
+        0,
+        "no silent fallback"
+    );
+}

@@ -297,3 +297,31 @@ impl Inner {
             .map_err(|e| GatewayError::Config(format!("response build failed: {e}")))
     }
 }
+
+impl Inner {
+    /// The seed's `gateway_error` route variant: a request for a model on a `gateway`-kind
+    /// provider that is disabled (`offline`) or that the last poll could not reach
+    /// (`unhealthy`) gets a clear 503 — never a silent fallback to another host.
+    pub(super) fn gateway_route_error(&self, model: &str) -> Option<Response<RespBody>> {
+        let auto = self.auto.as_ref()?;
+        let (p, _) = model.split_once('/')?;
+        let id: boo_model_ref::ProviderId = p.parse().ok()?;
+        let prov = auto.registry().provider(&id)?;
+        if prov.kind != boo_provider_registry::ProviderKind::Gateway {
+            return None;
+        }
+        let reason = if !prov.enabled {
+            "offline"
+        } else if auto.liveness(&id) == boo_routing::Liveness::Down {
+            "unhealthy"
+        } else {
+            return None;
+        };
+        let v = serde_json::json!({"error": {
+            "message": format!("gateway provider {p:?} is {reason}; not falling back to another host"),
+            "type": "server_error", "param": "model", "code": "gateway_error", "reason": reason}});
+        let mut r = json_response(&v);
+        *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        Some(r)
+    }
+}

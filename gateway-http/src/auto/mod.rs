@@ -205,6 +205,11 @@ impl AutoRouter {
         RequestFeatures::from_body(body, &self.calibration.fleet(), source)
     }
 
+    /// Liveness of a host as the live source sees it.
+    pub fn liveness(&self, provider: &ProviderId) -> Liveness {
+        self.live.liveness(provider)
+    }
+
     /// Re-reads stale context windows (after an inventory poll). Never loads a model.
     pub async fn refresh(&self) -> usize {
         let inv: Arc<Inventory> = self.live.inventory();
