@@ -113,7 +113,9 @@ impl Inner {
                 Err(e) => return Err(GatewayError::Config(format!("route state: {e}"))),
             };
             let composite = plan.model.to_string();
-            auto.attempt_started(&plan.model.provider);
+            // Ends the attempt's in-flight count on every path, including a client that goes
+            // away mid-attempt (this future is dropped); disarmed once the route track owns it.
+            let mut guard = AttemptGuard::start(auto, &plan.model.provider);
             let attempt = self
                 .try_candidate(
                     &composite,
@@ -134,19 +136,16 @@ impl Inner {
                 Err(o) => (o, None),
             };
             if resp.is_none() {
-                auto.attempt_ended(&plan.model.provider, None);
+                drop(guard);
+                guard = AttemptGuard::none();
             }
             let verdict = failover
                 .on_outcome(outcome, now_ms())
                 .map_err(|e| GatewayError::Config(format!("route state: {e}")))?;
             match (verdict, resp) {
-                (Verdict::Retry, r) => {
-                    if r.is_some() {
-                        auto.attempt_ended(&plan.model.provider, None);
-                    }
-                    continue;
-                }
+                (Verdict::Retry, _) => continue,
                 (Verdict::Committed | Verdict::Done(_), Some((resp, routed, permit))) => {
+                    guard.disarm();
                     track.model = Some(plan.model.clone());
                     track.failover = Some(failover);
                     ctx.route = Some(Box::new(track));
@@ -323,5 +322,36 @@ impl Inner {
         let mut r = json_response(&v);
         *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
         Some(r)
+    }
+}
+
+/// Counts one attempt in flight on a host until dropped (or disarmed).
+struct AttemptGuard {
+    held: Option<(Arc<AutoRouter>, boo_model_ref::ProviderId)>,
+}
+
+impl AttemptGuard {
+    fn start(auto: &Arc<AutoRouter>, provider: &boo_model_ref::ProviderId) -> Self {
+        auto.attempt_started(provider);
+        Self {
+            held: Some((auto.clone(), provider.clone())),
+        }
+    }
+
+    fn none() -> Self {
+        Self { held: None }
+    }
+
+    /// The route track ends the attempt instead (with its service time).
+    fn disarm(&mut self) {
+        self.held = None;
+    }
+}
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        if let Some((auto, p)) = self.held.take() {
+            auto.attempt_ended(&p, None);
+        }
     }
 }
