@@ -105,6 +105,7 @@ pub(crate) struct Inner {
     shutting_down: AtomicBool,
     store_api: Option<Arc<StoreApi>>,
     auto: Option<Arc<auto::AutoRouter>>,
+    control: Option<control::ControlApi>,
 }
 
 /// The gateway: cheap to clone, serve it with [`Gateway::serve`].
@@ -168,6 +169,7 @@ impl Gateway {
                 shutting_down: AtomicBool::new(false),
                 store_api: None,
                 auto: None,
+                control: None,
             }),
         }
     }
@@ -187,6 +189,16 @@ impl Gateway {
         match Arc::get_mut(&mut self.inner) {
             Some(inner) => inner.store_api = Some(api),
             None => tracing::warn!("with_store_api called on a shared gateway; ignored"),
+        }
+        self
+    }
+
+    /// Serves the fleet control API (`/api/fleet…`, `/api/logs/…`, `/api/captures/…`,
+    /// `/api/hosts/…`) from `control`. Call before cloning or serving.
+    pub fn with_control(mut self, control: control::ControlApi) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.control = Some(control),
+            None => tracing::warn!("with_control called on a shared gateway; ignored"),
         }
         self
     }
@@ -218,6 +230,7 @@ pub struct RespBody {
 enum BodyKind {
     Full(Option<Bytes>),
     Proxy(Box<proxy::ProxyStream>),
+    Control(control::ControlBody),
 }
 
 impl std::fmt::Debug for RespBody {
@@ -235,6 +248,11 @@ impl RespBody {
     pub(crate) fn proxy(s: Box<proxy::ProxyStream>) -> Self {
         Self {
             kind: BodyKind::Proxy(s),
+        }
+    }
+    pub(crate) fn control(c: control::ControlBody) -> Self {
+        Self {
+            kind: BodyKind::Control(c),
         }
     }
 }
@@ -256,6 +274,9 @@ impl Body for RespBody {
         match &mut self.get_mut().kind {
             BodyKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             BodyKind::Proxy(s) => Pin::new(&mut **s).poll_frame(cx),
+            BodyKind::Control(c) => Pin::new(c)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(|e| match e {}))),
         }
     }
 
@@ -263,6 +284,7 @@ impl Body for RespBody {
         match &self.kind {
             BodyKind::Full(b) => b.is_none(),
             BodyKind::Proxy(s) => s.is_end_stream(),
+            BodyKind::Control(c) => c.is_end_stream(),
         }
     }
 
@@ -270,6 +292,7 @@ impl Body for RespBody {
         match &self.kind {
             BodyKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             BodyKind::Proxy(s) => s.size_hint(),
+            BodyKind::Control(c) => c.size_hint(),
         }
     }
 }
@@ -289,6 +312,12 @@ pub struct RunOptions {
     /// The telemetry store: when set, every request is recorded there through a batch writer
     /// (replacing `sink`), the store API routes are served and retention runs on a timer.
     pub store: Option<StoreOptions>,
+    /// Allow a non-loopback listen address without `gateway.admin_token`
+    /// (`--allow-unauthenticated-admin`); otherwise startup refuses.
+    pub allow_unauthenticated_admin: bool,
+    /// Follow the registry's local hosts and serve the fleet control API (`/api/fleet…`,
+    /// `/api/logs/…`, `/api/captures/…`, `POST /api/hosts/…/actions`). Default `false`.
+    pub follow_fleet: bool,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -309,6 +338,8 @@ impl RunOptions {
             poll_every: Duration::from_secs(10),
             favorites: None,
             store: None,
+            allow_unauthenticated_admin: false,
+            follow_fleet: false,
         }
     }
 
@@ -350,6 +381,20 @@ where
     F: Future<Output = ()> + Send,
 {
     let reg = opts.registry.clone();
+    let admin_token = reg
+        .gateway()
+        .admin_token
+        .as_ref()
+        .map(|t| t.expose().to_string())
+        .filter(|t| !t.is_empty());
+    if let Ok(addr) = listener.local_addr() {
+        control::check_admin_exposure(
+            addr,
+            admin_token.as_deref(),
+            opts.allow_unauthenticated_admin,
+        )
+        .map_err(|e| GatewayError::Config(e.to_string()))?;
+    }
     let wiring = match opts.store {
         Some(so) => Some(
             StoreWiring::start(so, reg.clone())
@@ -401,6 +446,22 @@ where
     let gw = match &wiring {
         Some(w) => gw.with_store_api(w.api.clone()),
         None => gw,
+    };
+    let gw = if opts.follow_fleet {
+        let control_cfg = control::ControlConfig {
+            admin_token,
+            ..control::ControlConfig::default()
+        };
+        let control = control::ControlApi::start(
+            control_cfg,
+            control::HostTarget::from_registry(&reg),
+            wiring.as_ref().map(|w| w.api.store().clone()),
+        )
+        .await
+        .map_err(|e| GatewayError::Config(e.to_string()))?;
+        gw.with_control(control)
+    } else {
+        gw
     };
     if let Ok(a) = listener.local_addr() {
         tracing::info!(addr = %a, providers = reg.providers().len(), "gateway listening");

@@ -158,6 +158,20 @@ impl Inner {
                     None => Response::new(full("")),
                 }
             }
+            Route::Unknown
+                if crate::control::ControlApi::serves(req.uri().path())
+                    && self.control.is_some() =>
+            {
+                let path = req.uri().path().to_string();
+                let handled = match &self.control {
+                    Some(c) => c.handle(req).await,
+                    None => None,
+                };
+                match handled {
+                    Some(r) => r.map(RespBody::control),
+                    None => GatewayError::NotFound { path }.to_response(),
+                }
+            }
             Route::Unknown => GatewayError::NotFound {
                 path: req.uri().path().to_string(),
             }

@@ -805,3 +805,48 @@ async fn llama_server_host_is_polled_without_inference() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_run_serves_control_api_with_admin_token() {
+    use boo_provider_registry::{MapEnv, from_json_str};
+    let host = sim("gpu-8", ApiGen::Current).await;
+    let json = format!(
+        r#"{{ "providers": [{{ "id": "gpu-8", "kind": "llama-swap", "base_url": "{}" }}],
+             "gateway": {{ "admin_token": "adm-tok" }} }}"#,
+        host.base_url()
+    );
+    let env = MapEnv::new().with("ADMIN", "adm-tok");
+    let reg = Arc::new(from_json_str(&json, &env).expect("valid config").registry);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let mut opts = boo_gateway_http::RunOptions::new(reg.clone());
+    opts.follow_fleet = true;
+    tokio::spawn(boo_gateway_http::run_on(l, opts, async {
+        let _ = rx.await;
+    }));
+    let w = Watcher::connect(&base).await;
+    w.wait("connected through the gateway", |v| {
+        liveness(v, "gpu-8") == Some(LivenessState::Connected)
+    })
+    .await;
+    let url = format!("{base}/api/hosts/gpu-8/actions");
+    let body = Some(json!({"action":"warm","model":"gpu-8/alpha"}));
+    let (s, _) = call("POST", &url, &[], body.clone()).await;
+    assert_eq!(s, 401);
+    let (s, b) = call("POST", &url, &[("authorization", "Bearer adm-tok")], body).await;
+    assert_eq!(s, 202, "{b}");
+    w.wait("alpha ready", |v| {
+        model(v, "gpu-8", "alpha") == Some(ModelState::Ready)
+    })
+    .await;
+
+    // A public listen address without the token is refused unless explicitly allowed.
+    let json = r#"{ "providers": [{ "id": "x", "kind": "llama-swap", "base_url": "http://127.0.0.1:9" }] }"#;
+    let reg = Arc::new(from_json_str(json, &MapEnv::new()).unwrap().registry);
+    let l = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let r = boo_gateway_http::run_on(l, boo_gateway_http::RunOptions::new(reg), async {}).await;
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("--allow-unauthenticated-admin"), "{e}");
+    drop(tx);
+}

@@ -109,6 +109,14 @@ fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
 }
 
 impl ControlApi {
+    /// Whether `path` is a control-API route (the gateway hands these to [`ControlApi::handle`]).
+    pub fn serves(path: &str) -> bool {
+        path == "/api/fleet"
+            || ["/api/fleet/", "/api/logs/", "/api/captures/", "/api/hosts/"]
+                .iter()
+                .any(|p| path.starts_with(p))
+    }
+
     /// Answers a control-API request, or `None` when the path is not a control route (so the
     /// gateway can route it elsewhere).
     pub async fn handle<B>(&self, req: Request<B>) -> Option<Response<ControlBody>>

@@ -27,6 +27,7 @@ mod client;
 mod connector;
 mod hub;
 
+pub use api::ControlBody;
 pub use hub::{FleetHub, HostLogLine};
 
 use boo_fleet_core::{
