@@ -31,6 +31,8 @@ use std::time::Duration;
 
 /// Largest accepted `PATCH /api/settings` body.
 const MAX_SETTINGS_BODY: usize = 1024 * 1024;
+/// How often the favorites cache is re-read from the store.
+const FAVORITES_REFRESH: Duration = Duration::from_secs(30);
 /// Default feed page size.
 const DEFAULT_LIMIT: u32 = 50;
 
@@ -99,6 +101,7 @@ pub struct StoreWiring {
     /// The batch writer; hand it to the gateway as its [`TelemetrySink`].
     pub writer: BatchWriterHandle,
     retention: Option<tokio::task::JoinHandle<()>>,
+    refresher: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for StoreWiring {
@@ -128,10 +131,24 @@ impl StoreWiring {
         let retention = opts
             .retention
             .map(|p| boo_telemetry_store::spawn_retention(store, p));
+        // Other gateways sharing a Postgres store may change the favorites: re-read them
+        // now and then (this gateway's own PATCHes refresh the cache at once).
+        let refresher = {
+            let api = api.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(FAVORITES_REFRESH).await;
+                    if let Err(e) = api.refresh_favorites().await {
+                        tracing::debug!(error = %e, "favorites refresh failed");
+                    }
+                }
+            })
+        };
         Ok(Self {
             api,
             writer,
             retention,
+            refresher,
         })
     }
 
@@ -140,6 +157,7 @@ impl StoreWiring {
         if let Some(r) = self.retention {
             r.abort();
         }
+        self.refresher.abort();
         self.writer.shutdown().await;
     }
 }
@@ -207,16 +225,15 @@ fn json<B: From<Bytes>>(status: StatusCode, v: &serde_json::Value) -> Response<B
 }
 
 fn error_response<B: From<Bytes>>(e: &ApiError) -> Response<B> {
-    let kind = if e.status == StatusCode::BAD_REQUEST {
-        "invalid_request_error"
-    } else {
-        "server_error"
+    let (kind, code) = match e.status {
+        StatusCode::BAD_REQUEST => ("invalid_request_error", "invalid_parameter"),
+        StatusCode::METHOD_NOT_ALLOWED => ("invalid_request_error", "method_not_allowed"),
+        _ => ("server_error", "store_unavailable"),
     };
     json(
         e.status,
         &serde_json::json!({"error": {
-            "message": e.message, "type": kind, "param": e.param,
-            "code": if e.status == StatusCode::BAD_REQUEST { "invalid_parameter" } else { "store_unavailable" },
+            "message": e.message, "type": kind, "param": e.param, "code": code,
         }}),
     )
 }

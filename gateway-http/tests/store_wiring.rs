@@ -358,6 +358,12 @@ async fn settings_and_favorites(store: Arc<dyn Store>) {
     );
     let (_, v) = get_json(a, "/api/settings").await;
     assert_eq!(v["theme"], "light");
+    let (s, e) = send_json(a, "DELETE", "/api/settings", "").await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{e}"
+    );
 
     // Only explicit removal deletes a favorite; add de-duplicates.
     let (s, v) = send_json(
