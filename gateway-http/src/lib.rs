@@ -40,6 +40,7 @@
 pub mod auto;
 pub mod control;
 mod error;
+pub mod launch;
 mod metrics;
 mod proxy;
 mod registry;
