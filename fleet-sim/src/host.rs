@@ -244,6 +244,17 @@ impl HostInner {
         }
     }
 
+    /// How long to pace work that a model does at `tps` tokens/s: nothing when the speed is
+    /// unlimited (`tps <= 0`), so "unlimited" hosts answer without a timer round trip (tokio
+    /// rounds every sleep up to its 1 ms wheel), else [`Self::scaled_ms`].
+    pub(crate) fn pace_ms(&self, ms: f64, tps: f64) -> Duration {
+        if tps > 0.0 {
+            self.scaled_ms(ms)
+        } else {
+            Duration::ZERO
+        }
+    }
+
     pub(crate) fn now_ms(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
     }

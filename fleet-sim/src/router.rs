@@ -1314,7 +1314,7 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
         let (body, tokens) =
             wire::embeddings_response(&model_name, &inputs, host.spec.seed, rt.spec.n_embd);
         let ms = f64::from(tokens) * 1000.0 / wire::eff_tps(rt.spec.prompt_tps);
-        if !sleep_or_killed(host.scaled_ms(ms), &mut kill, gen0).await {
+        if !sleep_or_killed(host.pace_ms(ms, rt.spec.prompt_tps), &mut kill, gen0).await {
             return fail(
                 &mut hold,
                 502,
@@ -1420,7 +1420,13 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
     };
     rt.counters.processing.fetch_add(1, Ordering::Relaxed);
     let processing = ProcessingGuard(Arc::clone(&host), m);
-    if !sleep_or_killed(host.scaled_ms(timings.prompt_ms), &mut kill, gen0).await {
+    if !sleep_or_killed(
+        host.pace_ms(timings.prompt_ms, rt.spec.prompt_tps),
+        &mut kill,
+        gen0,
+    )
+    .await
+    {
         return fail(
             &mut hold,
             502,
@@ -1446,7 +1452,13 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
         .unwrap_or(0);
 
     if !req.stream() {
-        if !sleep_or_killed(host.scaled_ms(timings.predicted_ms), &mut kill, gen0).await {
+        if !sleep_or_killed(
+            host.pace_ms(timings.predicted_ms, rt.spec.gen_tps),
+            &mut kill,
+            gen0,
+        )
+        .await
+        {
             return fail(
                 &mut hold,
                 502,
