@@ -738,6 +738,29 @@ async fn log_stream_heartbeat_and_captures_persisted() {
     assert_eq!(r.status, 200);
     let logs = raw_stream(&gw.base, "/api/logs/gpu-7/stream").await;
     wait_text(&logs, "a log event", "event: log\ndata: {\"line\":").await;
+    // `?tail=N` limits the history sent before live lines (what `booctl logs -f --tail N` asks).
+    let (s, all) = call(
+        "GET",
+        &format!("{}/api/logs/gpu-7?tail=2000", gw.base),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let history = all["lines"].as_array().unwrap().len();
+    assert!(
+        history >= 3,
+        "expected several log lines after a request: {all}"
+    );
+    let one = raw_stream(&gw.base, "/api/logs/gpu-7/stream?tail=1").await;
+    wait_text(&one, "heartbeat on the tail=1 stream", ": heartbeat\n\n").await;
+    let text = one.lock().unwrap().clone();
+    let before_beat = &text[..text.find(": heartbeat").unwrap()];
+    let sent = before_beat.matches("event: log\n").count();
+    assert!(
+        (1..history).contains(&sent),
+        "tail=1 sent {sent} of {history} history lines before the first heartbeat"
+    );
     let (s, _) = call(
         "GET",
         &format!("{}/api/logs/gpu-7?tail=abc", gw.base),

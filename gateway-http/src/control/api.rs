@@ -131,7 +131,7 @@ impl ControlApi {
             (Method::GET, ["api", "fleet"]) => json_resp(200, &json!(self.shared.hub.snapshot())),
             (Method::GET, ["api", "fleet", "stream"]) => self.fleet_stream(),
             (Method::GET, ["api", "logs", p]) => self.logs(p, req.uri().query()),
-            (Method::GET, ["api", "logs", p, "stream"]) => self.log_stream(p),
+            (Method::GET, ["api", "logs", p, "stream"]) => self.log_stream(p, req.uri().query()),
             (Method::GET, ["api", "captures", p, id]) => self.capture(p, id).await,
             (Method::POST, ["api", "hosts", p, "actions"]) => {
                 let p = (*p).to_owned();
@@ -213,18 +213,9 @@ impl ControlApi {
         if !self.shared.hosts.contains_key(p) {
             return self.unknown_host(p);
         }
-        let tail = match query_param(query, "tail") {
-            None => DEFAULT_TAIL,
-            Some(t) => match t.parse::<usize>() {
-                Ok(n) => n.min(MAX_TAIL),
-                Err(_) => {
-                    return error(
-                        400,
-                        "invalid_request_error",
-                        &format!("tail: expected a non-negative integer, got {t:?}"),
-                    );
-                }
-            },
+        let tail = match parse_tail(query, DEFAULT_TAIL) {
+            Ok(n) => n,
+            Err(resp) => return resp,
         };
         let lines: Vec<Value> = self
             .shared
@@ -236,11 +227,15 @@ impl ControlApi {
         json_resp(200, &json!({"provider": p, "lines": lines}))
     }
 
-    fn log_stream(&self, p: &str) -> Response<ControlBody> {
+    fn log_stream(&self, p: &str, query: Option<&str>) -> Response<ControlBody> {
         if !self.shared.hosts.contains_key(p) {
             return self.unknown_host(p);
         }
-        let (tail, mut sub) = self.shared.hub.subscribe_logs(p, MAX_TAIL);
+        let n = match parse_tail(query, MAX_TAIL) {
+            Ok(n) => n,
+            Err(resp) => return resp,
+        };
+        let (tail, mut sub) = self.shared.hub.subscribe_logs(p, n);
         let beat = self.shared.cfg.heartbeat;
         let provider = p.to_owned();
         let (tx, rx) = mpsc::channel::<Bytes>(256);
@@ -473,5 +468,20 @@ where
                 });
             }
         }
+    }
+}
+
+/// The `tail` query parameter of the log endpoints (capped at [`MAX_TAIL`]), or a 400 response
+/// naming it.
+fn parse_tail(query: Option<&str>, default: usize) -> Result<usize, Response<ControlBody>> {
+    match query_param(query, "tail") {
+        None => Ok(default),
+        Some(t) => t.parse::<usize>().map(|n| n.min(MAX_TAIL)).map_err(|_| {
+            error(
+                400,
+                "invalid_request_error",
+                &format!("tail: expected a non-negative integer, got {t:?}"),
+            )
+        }),
     }
 }
