@@ -215,7 +215,7 @@ impl ControlApi {
         }
         let tail = match parse_tail(query, DEFAULT_TAIL) {
             Ok(n) => n,
-            Err(resp) => return resp,
+            Err(msg) => return error(400, "invalid_request_error", &msg),
         };
         let lines: Vec<Value> = self
             .shared
@@ -233,7 +233,7 @@ impl ControlApi {
         }
         let n = match parse_tail(query, MAX_TAIL) {
             Ok(n) => n,
-            Err(resp) => return resp,
+            Err(msg) => return error(400, "invalid_request_error", &msg),
         };
         let (tail, mut sub) = self.shared.hub.subscribe_logs(p, n);
         let beat = self.shared.cfg.heartbeat;
@@ -471,17 +471,14 @@ where
     }
 }
 
-/// The `tail` query parameter of the log endpoints (capped at [`MAX_TAIL`]), or a 400 response
-/// naming it.
-fn parse_tail(query: Option<&str>, default: usize) -> Result<usize, Response<ControlBody>> {
+/// The `tail` query parameter of the log endpoints (capped at [`MAX_TAIL`]), or the message of
+/// the 400 naming it.
+fn parse_tail(query: Option<&str>, default: usize) -> Result<usize, String> {
     match query_param(query, "tail") {
         None => Ok(default),
-        Some(t) => t.parse::<usize>().map(|n| n.min(MAX_TAIL)).map_err(|_| {
-            error(
-                400,
-                "invalid_request_error",
-                &format!("tail: expected a non-negative integer, got {t:?}"),
-            )
-        }),
+        Some(t) => t
+            .parse::<usize>()
+            .map(|n| n.min(MAX_TAIL))
+            .map_err(|_| format!("tail: expected a non-negative integer, got {t:?}")),
     }
 }
