@@ -55,16 +55,25 @@
 //! # Ok(()) }
 //! ```
 
+mod bench;
 mod error;
 mod records;
 mod store;
 mod writer;
 
+pub mod policies;
+
 pub mod postgres;
 pub mod retention;
 pub mod sqlite;
 
+pub use bench::{
+    BenchBaselineRow, BenchCellRow, BenchHistoryPoint, BenchRunCursor, BenchRunDetail,
+    BenchRunFilter, BenchRunPage, BenchRunRow, BenchRunStatus, BenchSampleRow, BenchStore,
+    BenchSuiteRow, BenchTargetRow,
+};
 pub use error::{Result, StoreError};
+pub use policies::{PolicyRow, PolicyStore, RouteLogRow};
 pub use records::*;
 pub use retention::{
     RetentionOutcome, RetentionPlan, RetentionPolicy, run_retention, spawn_retention,

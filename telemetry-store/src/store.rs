@@ -51,7 +51,7 @@ pub struct RetentionState {
 /// All inserts are idempotent (`ON CONFLICT DO NOTHING`) and return the number of rows
 /// actually inserted.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: crate::PolicyStore + crate::BenchStore + Send + Sync + 'static {
     /// Which database this is.
     fn backend(&self) -> Backend;
 

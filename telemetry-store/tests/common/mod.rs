@@ -195,6 +195,25 @@ impl FlakyStore {
 use std::collections::BTreeMap;
 
 #[async_trait::async_trait]
+impl PolicyStore for FlakyStore {
+    async fn route_policies(&self) -> Result<Vec<PolicyRow>> {
+        self.inner.route_policies().await
+    }
+    async fn put_route_policy(&self, name: &str, policy: &serde_json::Value) -> Result<()> {
+        self.inner.put_route_policy(name, policy).await
+    }
+    async fn delete_route_policy(&self, name: &str) -> Result<bool> {
+        self.inner.delete_route_policy(name).await
+    }
+    async fn route_log(&self, policy: Option<&str>, limit: u32) -> Result<Vec<RouteLogRow>> {
+        self.inner.route_log(policy, limit).await
+    }
+}
+
+/// Bench storage is not exercised through the outage wrapper (default bodies answer Unavailable).
+impl BenchStore for FlakyStore {}
+
+#[async_trait::async_trait]
 impl Store for FlakyStore {
     fn backend(&self) -> Backend {
         self.inner.backend()

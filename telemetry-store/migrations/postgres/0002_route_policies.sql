@@ -1,0 +1,10 @@
+-- Routing policies set through the gateway API (config-file policies stay in the config file).
+CREATE TABLE IF NOT EXISTS route_policies (
+    name       TEXT PRIMARY KEY,
+    policy     JSONB NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL
+);
+
+-- The auto:* dispatch log reads requests that carry a route decision, newest first.
+CREATE INDEX IF NOT EXISTS idx_requests_route_ts ON requests (ts DESC, request_id DESC)
+    WHERE route IS NOT NULL;

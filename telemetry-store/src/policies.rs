@@ -1,0 +1,260 @@
+//! Route policies (`route_policies`) and the `auto:*` dispatch log read back from `requests`.
+//!
+//! The gateway keeps routing policies that were set through its API here, so they survive a
+//! restart (config-file policies stay in the config file). A policy is stored as the JSON
+//! document the API accepted; this crate does not interpret it (the routing crate does).
+//!
+//! The dispatch log is not a separate table: every `auto:*` request's telemetry record
+//! already carries its decision and failover report in `requests.route`;
+//! [`PolicyStore::route_log`] reads those rows back, newest first (a partial index on
+//! `route IS NOT NULL` keeps that cheap).
+//!
+//! ```
+//! use boo_telemetry_store::{PolicyStore, open};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), boo_telemetry_store::StoreError> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = open(&format!("sqlite://{}/boo.db", dir.path().display())).await?;
+//! let doc = serde_json::json!({"name": "auto:code", "candidates": ["tag:code"]});
+//! store.put_route_policy("auto:code", &doc).await?;
+//! assert_eq!(store.route_policies().await?[0].policy, doc);
+//! assert!(store.delete_route_policy("auto:code").await?);
+//! # Ok(()) }
+//! ```
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::error::{Result, StoreError};
+use crate::postgres::PgStore;
+use crate::sqlite::SqliteStore;
+
+/// Longest accepted policy name (bytes).
+pub const MAX_POLICY_NAME: usize = 128;
+
+/// One stored routing policy (a row of `route_policies`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyRow {
+    /// Policy name, i.e. the virtual model (`auto:code`).
+    pub name: String,
+    /// The policy document as accepted by the API.
+    pub policy: serde_json::Value,
+    /// When it was last written.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One `auto:*` dispatch read back from `requests` (newest first in [`PolicyStore::route_log`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteLogRow {
+    /// Gateway request id.
+    pub request_id: String,
+    /// When the request started.
+    pub ts: DateTime<Utc>,
+    /// The virtual model asked for (the policy name).
+    pub policy: String,
+    /// Provider that served (or last tried) the request.
+    pub provider_id: String,
+    /// HTTP status the client got.
+    pub status: u16,
+    /// `{"decision": …, "failover": …}` as recorded.
+    pub route: serde_json::Value,
+}
+
+/// Storage of routing policies and the dispatch log. A supertrait of [`crate::Store`].
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    /// Every stored policy, ordered by name.
+    async fn route_policies(&self) -> Result<Vec<PolicyRow>>;
+    /// Inserts or replaces the policy `name`.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an empty or over-long name or a document that is not a
+    /// JSON object.
+    async fn put_route_policy(&self, name: &str, policy: &serde_json::Value) -> Result<()>;
+    /// Deletes the policy `name`; `false` when none was stored.
+    async fn delete_route_policy(&self, name: &str) -> Result<bool>;
+    /// Recent `auto:*` dispatches (requests with a recorded route), newest first; one policy
+    /// or all. `limit` is clamped to 1..=1000.
+    async fn route_log(&self, policy: Option<&str>, limit: u32) -> Result<Vec<RouteLogRow>>;
+}
+
+fn check(name: &str, policy: &serde_json::Value) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_POLICY_NAME {
+        return Err(StoreError::Invalid {
+            field: "route_policies.name",
+            problem: format!("must be 1-{MAX_POLICY_NAME} bytes, got {}", name.len()),
+        });
+    }
+    if !policy.is_object() {
+        return Err(StoreError::Invalid {
+            field: "route_policies.policy",
+            problem: "expected a JSON object".into(),
+        });
+    }
+    Ok(())
+}
+
+fn status_u16(v: i64) -> u16 {
+    u16::try_from(v).unwrap_or(0)
+}
+
+#[async_trait]
+impl PolicyStore for SqliteStore {
+    async fn route_policies(&self) -> Result<Vec<PolicyRow>> {
+        let rows = sqlx::query("SELECT name, policy, updated_at FROM route_policies ORDER BY name")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get("policy")?;
+                Ok(PolicyRow {
+                    name: r.try_get("name")?,
+                    policy: serde_json::from_str(&text)?,
+                    updated_at: DateTime::from_timestamp_micros(r.try_get("updated_at")?)
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn put_route_policy(&self, name: &str, policy: &serde_json::Value) -> Result<()> {
+        check(name, policy)?;
+        sqlx::query(
+            "INSERT INTO route_policies (name, policy, updated_at) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(policy.to_string())
+        .bind(Utc::now().timestamp_micros())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_route_policy(&self, name: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM route_policies WHERE name = ?")
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn route_log(&self, policy: Option<&str>, limit: u32) -> Result<Vec<RouteLogRow>> {
+        let limit = i64::from(limit.clamp(1, 1000));
+        let rows = match policy {
+            Some(p) => {
+                sqlx::query(
+                    "SELECT request_id, ts, model, provider_id, status, route FROM requests \
+                 WHERE route IS NOT NULL AND model = ? ORDER BY ts DESC, request_id DESC LIMIT ?",
+                )
+                .bind(p)
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT request_id, ts, model, provider_id, status, route FROM requests \
+                 WHERE route IS NOT NULL ORDER BY ts DESC, request_id DESC LIMIT ?",
+                )
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get("route")?;
+                Ok(RouteLogRow {
+                    request_id: r.try_get("request_id")?,
+                    ts: DateTime::from_timestamp_micros(r.try_get("ts")?).unwrap_or_default(),
+                    policy: r.try_get("model")?,
+                    provider_id: r.try_get("provider_id")?,
+                    status: status_u16(r.try_get("status")?),
+                    route: serde_json::from_str(&text)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl PolicyStore for PgStore {
+    async fn route_policies(&self) -> Result<Vec<PolicyRow>> {
+        let rows = sqlx::query("SELECT name, policy, updated_at FROM route_policies ORDER BY name")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PolicyRow {
+                    name: r.try_get("name")?,
+                    policy: r.try_get("policy")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_route_policy(&self, name: &str, policy: &serde_json::Value) -> Result<()> {
+        check(name, policy)?;
+        sqlx::query(
+            "INSERT INTO route_policies (name, policy, updated_at) VALUES ($1, $2, clock_timestamp()) \
+             ON CONFLICT (name) DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(policy)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_route_policy(&self, name: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM route_policies WHERE name = $1")
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn route_log(&self, policy: Option<&str>, limit: u32) -> Result<Vec<RouteLogRow>> {
+        let limit = i64::from(limit.clamp(1, 1000));
+        // Two statements so each can use its index (model_ts, or the partial route index).
+        let rows = match policy {
+            Some(p) => {
+                sqlx::query(
+                    "SELECT request_id, ts, model, provider_id, status, route FROM requests \
+                 WHERE route IS NOT NULL AND model = $1 ORDER BY ts DESC, request_id DESC LIMIT $2",
+                )
+                .bind(p)
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT request_id, ts, model, provider_id, status, route FROM requests \
+                 WHERE route IS NOT NULL ORDER BY ts DESC, request_id DESC LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                let status: i32 = r.try_get("status")?;
+                Ok(RouteLogRow {
+                    request_id: r.try_get("request_id")?,
+                    ts: r.try_get("ts")?,
+                    policy: r.try_get("model")?,
+                    provider_id: r.try_get("provider_id")?,
+                    status: status_u16(i64::from(status)),
+                    route: r.try_get("route")?,
+                })
+            })
+            .collect()
+    }
+}
