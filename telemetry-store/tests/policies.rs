@@ -3,7 +3,7 @@
 
 mod common;
 
-use boo_telemetry_store::*;
+use boo_telemetry_store::policies::MAX_POLICY_NAME as MAX_NAME;
 use common::{Harness, req};
 use serde_json::json;
 
@@ -62,7 +62,6 @@ async fn bad_policy_rows_are_rejected_naming_the_field(h: Harness) {
     assert!(s.route_policies().await.unwrap().is_empty());
 }
 
-const MAX_NAME: usize = boo_telemetry_store::policies::MAX_POLICY_NAME;
 
 async fn route_log_reads_auto_requests_back_newest_first_per_policy(mut h: Harness) {
     let mut rows = Vec::new();
