@@ -4,6 +4,7 @@
 //! plane. This umbrella crate re-exports the member crates so that `examples/` and `benches/`
 //! (and embedders who prefer a single dependency) can reach everything through one path.
 
+pub use boo_bench as bench;
 pub use boo_fleet_core as fleet_core;
 pub use boo_fleet_sim as fleet_sim;
 pub use boo_gateway_http as gateway_http;
