@@ -217,7 +217,7 @@ impl Engine {
                     return Err(BenchError::HostBusy {
                         provider: t.provider.clone(),
                         reason: d.reason,
-                        held_by: d.held_by,
+                        held_by: d.held_by.map(Box::new),
                     });
                 }
             }
@@ -225,10 +225,13 @@ impl Engine {
         if !prepared.req.takeover {
             let window = self.inner.opts.foreign_window;
             for t in &providers {
-                let n = match self.inner.watch.recent_foreign_requests(t, window).await {
-                    Ok(n) => n,
-                    Err(_) => u64::MAX,
-                };
+                // Unknown traffic counts as traffic: refuse unless takeover.
+                let n = self
+                    .inner
+                    .watch
+                    .recent_foreign_requests(t, window)
+                    .await
+                    .unwrap_or(u64::MAX);
                 if n > 0 {
                     return Err(BenchError::RequiresConfirmation {
                         provider: t.provider.clone(),
@@ -499,6 +502,7 @@ impl PreparedRun {
         let mut loading_requests = 0u64;
         let mut watch_error = None;
         let mut sweep_rates: Option<(f64, f64)> = None;
+        #[allow(clippy::needless_range_loop)] // cells[ci] is rewritten (sweep rates)
         for ci in 0..cells.len() {
             // A sweep's rate steps are placed between the two probe cells' measured rates.
             if let (LoadMode::Sweep { steps, .. }, CellLoad::Rate { rate, .. }) =
@@ -740,6 +744,7 @@ impl TargetRun<'_> {
     }
 
     /// Closed loop: exactly `c` in flight until `n` requests were started or the deadline.
+    #[allow(clippy::too_many_arguments)]
     async fn closed_loop(
         &self,
         spec: &CellSpec,

@@ -44,8 +44,8 @@ pub enum BenchError {
         provider: String,
         /// The lease's reason (names the holder).
         reason: String,
-        /// The blocking lease.
-        held_by: Option<Lease>,
+        /// The blocking lease (boxed to keep the error small).
+        held_by: Option<Box<Lease>>,
     },
     /// Making sure the model is loaded failed.
     #[error("could not load `{model}` on `{provider}`: {reason}")]

@@ -237,10 +237,10 @@ impl BenchClient for HttpClient {
                 while let Some(f) = body.frame().await {
                     match f {
                         Ok(f) => {
-                            if let Ok(d) = f.into_data() {
-                                if all.len() < 1 << 20 {
-                                    all.extend_from_slice(&d);
-                                }
+                            if let Ok(d) = f.into_data()
+                                && all.len() < 1 << 20
+                            {
+                                all.extend_from_slice(&d);
                             }
                         }
                         Err(e) => {

@@ -43,8 +43,8 @@ pub fn filler_text(len: usize) -> String {
         x ^= x >> 7;
         x ^= x << 17;
         s.push_str(WORDS[(x % WORDS.len() as u64) as usize]);
-        s.push(if x % 11 == 0 { '.' } else { ' ' });
-        if x % 11 == 0 {
+        s.push(if x.is_multiple_of(11) { '.' } else { ' ' });
+        if x.is_multiple_of(11) {
             s.push(' ');
         }
     }

@@ -86,8 +86,9 @@ mod tests {
 
     /// Runs jobs that each take 20 ms and records, per provider, the peak of jobs at once.
     async fn peaks(jobs: &[LaneJob], budget: u32) -> (Vec<(String, u32)>, u32, Vec<usize>) {
-        let state: Mutex<(std::collections::BTreeMap<String, (u32, u32)>, u32, u32)> =
-            Mutex::new(Default::default());
+        // (per provider: (now, peak)), total now, total peak
+        type Counts = (std::collections::BTreeMap<String, (u32, u32)>, u32, u32);
+        let state: Mutex<Counts> = Mutex::new(Default::default());
         let order = Mutex::new(Vec::new());
         let mut queued = Vec::new();
         let out = run_lanes(

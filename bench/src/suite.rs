@@ -88,10 +88,11 @@ fn one_u32() -> u32 {
 }
 
 /// How load is applied within a cell.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LoadMode {
     /// Closed loop: exactly `concurrency` requests in flight; each finished request starts the next.
+    #[default]
     Concurrency,
     /// Open loop: requests arrive as a Poisson process at each rate (requests/s), seeded.
     Rate {
@@ -122,12 +123,6 @@ pub enum LoadMode {
 
 fn default_in_flight() -> u32 {
     256
-}
-
-impl Default for LoadMode {
-    fn default() -> Self {
-        LoadMode::Concurrency
-    }
 }
 
 /// When a cell stops (whichever comes first).
