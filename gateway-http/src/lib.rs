@@ -427,10 +427,36 @@ where
             .collect(),
         ..GatewayConfig::default()
     };
-    let (auto, _problems) = auto::AutoRouter::new(
-        reg.clone(),
-        Arc::new(auto::PollerFleet::new(router.clone())),
-    );
+    // The fleet control plane (when followed) is the router's live source; the inventory
+    // poller stays the fallback (`--no-fleet`, clouds).
+    let control = if opts.follow_fleet {
+        let control_cfg = control::ControlConfig {
+            admin_token,
+            ..control::ControlConfig::default()
+        };
+        Some(
+            control::ControlApi::start(
+                control_cfg,
+                control::HostTarget::from_registry(&reg),
+                wiring.as_ref().map(|w| w.api.store().clone()),
+            )
+            .await
+            .map_err(|e| GatewayError::Config(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let poller_fleet: Arc<dyn auto::LiveFleet> = Arc::new(auto::PollerFleet::new(router.clone()));
+    let live: Arc<dyn auto::LiveFleet> = match &control {
+        Some(c) => Arc::new(auto::HubFleet::new(c.hub().clone(), poller_fleet)),
+        None => poller_fleet,
+    };
+    let (auto, _problems) = auto::AutoRouter::new(reg.clone(), live);
+    if let Some(w) = &wiring
+        && let Err(e) = auto.attach_store(w.api.store().clone()).await
+    {
+        tracing::warn!(error = %e, "stored route policies could not be read; using the config's");
+    }
     let auto = Arc::new(auto);
     let refresher = {
         let auto = auto.clone();
@@ -448,21 +474,9 @@ where
         Some(w) => gw.with_store_api(w.api.clone()),
         None => gw,
     };
-    let gw = if opts.follow_fleet {
-        let control_cfg = control::ControlConfig {
-            admin_token,
-            ..control::ControlConfig::default()
-        };
-        let control = control::ControlApi::start(
-            control_cfg,
-            control::HostTarget::from_registry(&reg),
-            wiring.as_ref().map(|w| w.api.store().clone()),
-        )
-        .await
-        .map_err(|e| GatewayError::Config(e.to_string()))?;
-        gw.with_control(control)
-    } else {
-        gw
+    let gw = match control {
+        Some(c) => gw.with_control(c),
+        None => gw,
     };
     if let Ok(a) = listener.local_addr() {
         tracing::info!(addr = %a, providers = reg.providers().len(), "gateway listening");

@@ -1,15 +1,21 @@
 //! The routing control API (child module of `proxy`):
 //!
 //! * `GET /api/routing/policies`, `GET|PUT|DELETE /api/routing/policies/{name}`
-//!   (PUT/DELETE change the in-memory set; config-file policies come back on restart);
-//! * `GET /api/routing/log[?policy=auto:code]`: recent dispatches, newest first;
+//!   (PUT/DELETE persist to the telemetry store when one is configured; see the precedence
+//!   rules in [`crate::auto`]: an API policy overrides a config one of the same name, a
+//!   config policy without an override cannot be deleted → 409);
+//! * `GET /api/routing/log[?policy=auto:code][&limit=N]`: recent dispatches, newest first
+//!   (read back from the store's request records, so they survive restarts);
 //! * `GET /api/routing/scores`: advisory scores per composite model;
 //! * `POST /api/routing/explain` with `{"model":"auto:code","prompt_tokens":N,"max_tokens":M}`
 //!   (or `"body": <chat request>`): the decision, without sending anything.
 //!
-//! Every route needs the client API key when the gateway has keys.
+//! Authentication: reads (GET, explain) take a client API key (or the admin token) when the
+//! gateway has keys. PUT and DELETE require `gateway.admin_token` when one is set, like the
+//! control actions: no or a wrong token → 401, a client API key → 403.
 
 use super::*;
+use crate::auto::{Deleted, LOG_PER_POLICY, PolicyChangeError};
 use boo_routing::RequestFeatures;
 
 /// Largest accepted control body.
@@ -28,6 +34,41 @@ fn api_error(status: u16, code: &str, msg: String) -> Response<RespBody> {
     )
 }
 
+fn change_error(name: &str, e: PolicyChangeError) -> Response<RespBody> {
+    match e {
+        PolicyChangeError::NotFound => api_error(
+            404,
+            "policy_not_found",
+            format!("no routing policy named {name:?}"),
+        ),
+        PolicyChangeError::ConfigOwned => api_error(
+            409,
+            "policy_in_config",
+            format!(
+                "routing policy {name:?} comes from the config file and cannot be deleted through \
+                 the API; edit the config file (a PUT of the same name overrides it instead)"
+            ),
+        ),
+        PolicyChangeError::Store(e) => {
+            tracing::warn!(policy = %name, error = %e, "storing a routing policy failed");
+            api_error(
+                503,
+                "store_unavailable",
+                format!("the telemetry store refused the change ({e}); nothing was changed"),
+            )
+        }
+        PolicyChangeError::Invalid(problems) => api_error(
+            400,
+            "invalid_policy",
+            problems
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    }
+}
+
 fn policy_json(auto: &crate::auto::AutoRouter, p: &boo_routing::RoutePolicy) -> serde_json::Value {
     let mut v = serde_json::to_value(p).unwrap_or_default();
     if let Some(o) = auto.origin(&p.name) {
@@ -36,18 +77,65 @@ fn policy_json(auto: &crate::auto::AutoRouter, p: &boo_routing::RoutePolicy) -> 
     v
 }
 
+/// The bearer token of a request, if any.
+fn bearer(h: &HeaderMap) -> Option<&[u8]> {
+    h.get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+}
+
+fn is_admin(auto: &crate::auto::AutoRouter, h: &HeaderMap) -> Option<bool> {
+    let token = auto
+        .registry()
+        .gateway()
+        .admin_token
+        .as_ref()
+        .map(|t| t.expose().as_bytes().to_vec())
+        .filter(|t| !t.is_empty())?;
+    Some(bearer(h).is_some_and(|b| bool::from(subtle::ConstantTimeEq::ct_eq(b, &token[..]))))
+}
+
 impl Inner {
     pub(super) async fn routing_api(&self, req: Request<Incoming>) -> Response<RespBody> {
-        if !self.authorized(req.headers()) {
-            return GatewayError::Unauthorized.to_response();
-        }
         let Some(auto) = self.auto.clone() else {
+            if !self.authorized(req.headers()) {
+                return GatewayError::Unauthorized.to_response();
+            }
             return api_error(
                 404,
                 "routing_not_configured",
                 "auto:* routing is not configured on this gateway".into(),
             );
         };
+        let admin = is_admin(&auto, req.headers());
+        let mutating = matches!(*req.method(), Method::PUT | Method::DELETE);
+        match (mutating, admin) {
+            // Changing policies needs the admin token when the gateway has one.
+            (true, Some(false)) => {
+                let (status, code, msg) = if bearer(req.headers()).is_some()
+                    && self.authorized(req.headers())
+                {
+                    (
+                        403,
+                        "admin_required",
+                        "changing routing policies requires the admin token \
+                         (Authorization: Bearer <gateway.admin_token>); client API keys may only read",
+                    )
+                } else {
+                    (
+                        401,
+                        "unauthorized",
+                        "changing routing policies requires Authorization: Bearer <gateway.admin_token>",
+                    )
+                };
+                return api_error(status, code, msg.into());
+            }
+            (_, Some(true)) => {}
+            _ => {
+                if !self.authorized(req.headers()) {
+                    return GatewayError::Unauthorized.to_response();
+                }
+            }
+        }
         let path = req
             .uri()
             .path()
@@ -116,9 +204,14 @@ impl Inner {
                     }
                     Some(_) => {}
                 }
-                match auto.put_policy(&v) {
-                    Ok(p) => json_response(&policy_json(&auto, &p)),
-                    Err(problems) => {
+                match auto.put_policy(&v).await {
+                    Ok(p) => {
+                        let mut out = policy_json(&auto, &p);
+                        out["overrides_config"] = serde_json::Value::Bool(auto.in_config(&p.name));
+                        out["persisted"] = serde_json::Value::Bool(auto.store().is_some());
+                        json_response(&out)
+                    }
+                    Err(PolicyChangeError::Invalid(problems)) => {
                         let msg = problems
                             .iter()
                             .map(|p| format!("{}: {}", p.path, p.message))
@@ -132,30 +225,57 @@ impl Inner {
                         r["error"]["problems"] = serde_json::Value::Array(list);
                         json_status(400, &r)
                     }
+                    Err(e) => change_error(&name, e),
                 }
             }
-            (Method::DELETE, "policies", Some(name)) => {
-                if auto.delete_policy(&name) {
-                    json_response(&serde_json::json!({"deleted": name}))
-                } else {
-                    api_error(
-                        404,
-                        "policy_not_found",
-                        format!("no routing policy named {name:?}"),
-                    )
+            (Method::DELETE, "policies", Some(name)) => match auto.delete_policy(&name).await {
+                Ok(Deleted::Removed) => json_response(&serde_json::json!({"deleted": name})),
+                Ok(Deleted::RestoredConfig) => {
+                    json_response(&serde_json::json!({"deleted": name, "restored": "config"}))
                 }
-            }
+                Err(e) => change_error(&name, e),
+            },
             (Method::GET, "log", None) => {
-                let policy = query
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix("policy="))
-                    .map(str::to_string);
-                let entries: Vec<_> = auto
-                    .recent(policy.as_deref())
+                let param = |k: &str| {
+                    query.split('&').find_map(|kv| {
+                        kv.strip_prefix(k)
+                            .and_then(|r| r.strip_prefix('='))
+                            .map(|v| v.replace("%3A", ":").replace("%3a", ":"))
+                    })
+                };
+                let policy = param("policy");
+                let limit = match param("limit") {
+                    None => LOG_PER_POLICY,
+                    Some(v) => match v.parse::<usize>() {
+                        Ok(n) if (1..=1000).contains(&n) => n,
+                        _ => {
+                            return api_error(
+                                400,
+                                "invalid_limit",
+                                format!("log: limit must be an integer in 1..=1000, got {v:?}"),
+                            );
+                        }
+                    },
+                };
+                let (entries, err) = auto.dispatch_log(policy.as_deref(), limit).await;
+                let entries: Vec<_> = entries
                     .into_iter()
-                    .map(|(p, e)| serde_json::json!({"policy": p, "request_id": e.request_id, "ts": e.ts, "status": e.status, "route": e.route}))
+                    .map(|(p, e)| {
+                        serde_json::json!({"policy": p, "request_id": e.request_id,
+                        "ts": e.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        "status": e.status, "route": e.route})
+                    })
                     .collect();
-                json_response(&serde_json::json!({"entries": entries}))
+                let mut out =
+                    serde_json::json!({"entries": entries, "stored": auto.store().is_some()});
+                if let Some(e) = err {
+                    tracing::warn!(error = %e, "reading the dispatch log from the store failed");
+                    out["warning"] = serde_json::Value::String(
+                        "the store could not be read; showing this process's recent dispatches only"
+                            .into(),
+                    );
+                }
+                json_response(&out)
             }
             (Method::GET, "scores", None) => {
                 let view = auto.view();

@@ -125,7 +125,11 @@ impl Inner {
                     up_path,
                     peer,
                     rid,
-                    plan.first_byte_deadline_ms,
+                    Waiting {
+                        auto,
+                        model: &plan.model,
+                        failover: &mut failover,
+                    },
                 )
                 .await;
             let (outcome, resp) = match attempt {
@@ -187,7 +191,10 @@ impl Inner {
     }
 
     /// One attempt: resolve the composite id, send, wait for the response head until the
-    /// attempt's first-byte deadline.
+    /// attempt's first-byte deadline. While waiting, the model's live state is watched: when
+    /// the host reports it `starting` (a llama-swap swap), [`Failover::on_model_loading`]
+    /// suspends the first-byte budget (if the policy allows cold starts) and `ready` restarts
+    /// it ([`Failover::on_model_loaded`]); the total deadline always counts.
     #[allow(clippy::too_many_arguments)]
     async fn try_candidate(
         self: &Arc<Self>,
@@ -198,7 +205,7 @@ impl Inner {
         up_path: &'static str,
         peer: SocketAddr,
         rid: &HeaderValue,
-        first_byte_deadline_ms: u64,
+        w: Waiting<'_>,
     ) -> Result<(Response<Incoming>, Routed, Option<OwnedSemaphorePermit>), Outcome> {
         let routed = self
             .router
@@ -222,12 +229,33 @@ impl Inner {
         *out.method_mut() = Method::POST;
         *out.uri_mut() = uri;
         *out.headers_mut() = self.forward_headers(&parts.headers, up, peer, rid, new_body.len());
-        let budget = Duration::from_millis(first_byte_deadline_ms.saturating_sub(now_ms()));
-        match tokio::time::timeout(budget, up.client.request(out)).await {
-            Err(_) => Err(Outcome::FirstByteTimeout),
-            Ok(Err(e)) if e.is_connect() => Err(Outcome::Refused),
-            Ok(Err(_)) => Err(Outcome::Reset),
-            Ok(Ok(r)) => Ok((r, routed, permit)),
+        let fut = up.client.request(out);
+        tokio::pin!(fut);
+        loop {
+            let now = now_ms();
+            let deadline = w.failover.first_byte_deadline_ms().unwrap_or(now);
+            if now >= deadline {
+                return Err(Outcome::FirstByteTimeout);
+            }
+            let wake = Duration::from_millis((deadline - now).min(STATE_POLL_MS));
+            tokio::select! {
+                r = &mut fut => {
+                    return match r {
+                        Err(e) if e.is_connect() => Err(Outcome::Refused),
+                        Err(_) => Err(Outcome::Reset),
+                        Ok(r) => Ok((r, routed, permit)),
+                    };
+                }
+                _ = tokio::time::sleep(wake) => {
+                    let now = now_ms();
+                    // Illegal transitions cannot happen here (the attempt is waiting).
+                    let _ = match w.auto.model_state(w.model) {
+                        Some(boo_model_ref::LoadState::Starting) => w.failover.on_model_loading(now),
+                        Some(boo_model_ref::LoadState::Ready) => w.failover.on_model_loaded(now),
+                        _ => Ok(()),
+                    };
+                }
+            }
         }
     }
 
@@ -323,6 +351,16 @@ impl Inner {
         *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
         Some(r)
     }
+}
+
+/// How often a waiting attempt looks at its model's live state, ms.
+const STATE_POLL_MS: u64 = 50;
+
+/// What a waiting attempt needs to watch its model load.
+struct Waiting<'a> {
+    auto: &'a Arc<AutoRouter>,
+    model: &'a boo_model_ref::ModelRef,
+    failover: &'a mut Failover,
 }
 
 /// Counts one attempt in flight on a host until dropped (or disarmed).

@@ -1,16 +1,16 @@
 //! Fleet facts for routing decisions: liveness and model state from a [`LiveFleet`] source,
 //! context windows from the [`ContextCache`], tags and prices from the registry.
 //!
-//! [`LiveFleet`] is the seam the fleet hub replaces: until live fleet state lands, the
-//! gateway's inventory poller (`/v1/models` `status.value` plus per-host reachability)
-//! implements it.
+//! [`LiveFleet`] is the seam: [`super::HubFleet`] implements it over the live fleet hub,
+//! [`super::PollerFleet`] over the gateway's inventory poller (`/v1/models` `status.value`
+//! plus per-host reachability) when the control plane is off.
 
 use super::context::{ContextCache, ContextEntry, ContextSource, parse_props_n_ctx, props_path};
 use boo_model_ref::{Inventory, LoadState, ModelRef, ProviderId};
 use boo_provider_registry::{Lane as RegLane, ProviderKind, Registry};
 use boo_routing::{CandidateFacts, FleetView, Lane, Liveness};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,10 @@ pub trait LiveFleet: Send + Sync + 'static {
     fn liveness(&self, provider: &ProviderId) -> Liveness;
     /// Estimated queue wait on a host, if known.
     fn queue_wait_ms(&self, _provider: &ProviderId) -> Option<u64> {
+        None
+    }
+    /// Measured time to load `model` on its host (cold-start cost), if known.
+    fn load_ms(&self, _model: &ModelRef) -> Option<u64> {
         None
     }
 }
@@ -59,6 +63,7 @@ pub fn fleet_view(
             c.lane = lane;
             c.liveness = liveness;
             c.queue_wait_ms = queue;
+            c.load_ms = live.load_ms(&c.model);
             c.state = match (p.kind, im.state) {
                 (ProviderKind::Openai | ProviderKind::Gateway, None) => LoadState::Ready,
                 (_, Some(s)) => s,
@@ -114,8 +119,16 @@ pub async fn refresh_contexts(
             };
             if let Some(path) = props_path(kind, &im.id, im.state) {
                 let timeout = p.timeouts.connect + Duration::from_secs(5);
+                let mut headers: Vec<(String, String)> = p
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                    .collect();
+                if let Some(key) = &p.api_key {
+                    headers.push(("authorization".into(), format!("Bearer {}", key.expose())));
+                }
                 jobs.push(async move {
-                    let r = fetch_props(&base, &path, timeout).await;
+                    let r = fetch_props(&base, &path, &headers, timeout).await;
                     (model, im.state, r)
                 });
             } else if let Some(n) = im.context_length {
@@ -164,14 +177,48 @@ pub async fn refresh_contexts(
     read
 }
 
-async fn fetch_props(base: &str, path: &str, timeout: Duration) -> Result<u32, String> {
+/// The client for context lookups: the gateway's rustls-capable client (https providers
+/// work; no OpenSSL), built once.
+fn props_client() -> Option<&'static crate::upstream::HttpClient> {
+    static CLIENT: std::sync::OnceLock<Option<crate::upstream::HttpClient>> =
+        std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(
+            || match crate::upstream::build_client(Duration::from_secs(5)) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "context lookup client could not be built");
+                    None
+                }
+            },
+        )
+        .as_ref()
+}
+
+/// `GET base + path` with the provider's headers; the per-slot `n_ctx` of the body.
+/// Errors never include header values (they may hold keys).
+pub(crate) async fn fetch_props(
+    base: &str,
+    path: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> Result<u32, String> {
     let url = format!("{}{}", base.trim_end_matches('/'), path);
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Empty<Bytes>>();
+    let client = props_client().ok_or("no HTTP client")?;
     let uri: http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
+    let mut req = http::Request::new(http_body_util::Full::new(Bytes::new()));
+    *req.uri_mut() = uri;
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            req.headers_mut().insert(k, v);
+        }
+    }
     let fut = async {
         let resp = client
-            .get(uri)
+            .request(req)
             .await
             .map_err(|e| format!("unreachable: {e}"))?;
         if !resp.status().is_success() {
@@ -188,4 +235,64 @@ async fn fetch_props(base: &str, path: &str, timeout: Duration) -> Result<u32, S
     tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| "timed out".to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An `https://` provider gets a TLS handshake (the old plain-HTTP client refused the
+    /// scheme without connecting).
+    #[tokio::test]
+    async fn context_lookups_speak_tls_to_https_providers() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            b[0]
+        });
+        let r = fetch_props(
+            &format!("https://{addr}"),
+            "/props",
+            &[],
+            Duration::from_secs(2),
+        )
+        .await;
+        assert!(r.is_err());
+        // 0x16: a TLS handshake record (ClientHello).
+        assert_eq!(server.await.unwrap(), 0x16);
+    }
+
+    /// Plain http providers get the provider's headers (e.g. its API key) on `/props`.
+    #[tokio::test]
+    async fn context_lookups_send_the_provider_headers() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            let body = r#"{"default_generation_settings":{"n_ctx":8192}}"#;
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(resp.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_lowercase()
+        });
+        let r = fetch_props(
+            &format!("http://{addr}"),
+            "/props",
+            &[("authorization".into(), "Bearer sk-host".into())],
+            Duration::from_secs(2),
+        )
+        .await;
+        assert_eq!(r, Ok(8192));
+        let head = server.await.unwrap();
+        assert!(head.starts_with("get /props "), "{head}");
+        assert!(head.contains("authorization: bearer sk-host"), "{head}");
+    }
 }

@@ -1,24 +1,43 @@
 //! Virtual `auto:*` models: policy decisions over live fleet facts, model context windows, a
-//! recent-decision log, and policy management for the control API.
+//! dispatch log, and policy management for the control API.
 //!
 //! The proxy asks [`AutoRouter::decide`] for a [`Decision`] when a request names `auto:*`,
 //! then drives `boo_routing::Failover` through its attempts (see `proxy.rs`). Everything here
 //! is IO-free on the hot path: context windows are read off the hot path by
 //! [`AutoRouter::refresh`] after each inventory poll.
+//!
+//! **Live facts.** With the fleet control plane running, [`HubFleet`] gives host liveness,
+//! model states and measured load times from the `FleetHub`; [`PollerFleet`] (the inventory
+//! poller) is the fallback with `--no-fleet` and for hosts the hub does not follow (clouds).
+//!
+//! **Policies and precedence.** Config-file policies are loaded at start. Policies set through
+//! `PUT /api/routing/policies/{name}` are kept in the telemetry store (`route_policies`) when
+//! one is attached ([`AutoRouter::attach_store`]) and come back after a restart; without a
+//! store they live in memory only. A stored (API) policy with the same name as a config
+//! policy **overrides** it; deleting the override restores the config version. A config
+//! policy itself cannot be deleted through the API (409: edit the config file).
+//!
+//! **Dispatch log.** Every `auto:*` request's telemetry record carries its decision and
+//! failover report (`requests.route`); `/api/routing/log` reads them back from the store
+//! (merged with the in-memory ring of requests not yet flushed), so the log survives restarts.
 
 pub mod context;
 pub mod facts;
+pub mod live;
 
 pub use context::{Calibration, ContextCache, ContextEntry, ContextSource};
 pub use facts::{LiveFleet, fleet_view, refresh_contexts};
+pub use live::HubFleet;
 
-use boo_model_ref::{Inventory, ProviderId};
+use boo_model_ref::{Inventory, LoadState, ModelRef, ProviderId};
 use boo_provider_registry::Registry;
 use boo_routing::{
     Decision, FleetView, Liveness, PolicySet, Problem, RequestFeatures, RoutePolicy, RoutingError,
 };
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use boo_telemetry_store::Store;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 /// How many recent decisions the log keeps per policy.
 pub const LOG_PER_POLICY: usize = 100;
@@ -29,7 +48,8 @@ pub const LOG_PER_POLICY: usize = 100;
 pub enum PolicyOrigin {
     /// The config file's `policies` array.
     Config,
-    /// Set through the API (kept in memory; lost on restart).
+    /// Set through the API: kept in the store when one is attached (else in memory only).
+    /// Overrides a config policy of the same name.
     Api,
 }
 
@@ -38,13 +58,17 @@ pub enum PolicyOrigin {
 pub struct LogEntry {
     /// Request id.
     pub request_id: String,
-    /// Start time, RFC 3339.
-    pub ts: String,
-    /// HTTP status the client got (0 while streaming).
+    /// Start time.
+    pub ts: chrono::DateTime<chrono::Utc>,
+    /// HTTP status the client got.
     pub status: u16,
     /// The decision and failover report (the telemetry record's `route`).
     pub route: serde_json::Value,
 }
+
+/// How often [`AutoRouter::refresh`] re-reads the stored policies (several gateways may share
+/// one Postgres store).
+pub const POLICY_RELOAD_EVERY: Duration = Duration::from_secs(30);
 
 /// Routing state for `auto:*` requests.
 pub struct AutoRouter {
@@ -53,7 +77,13 @@ pub struct AutoRouter {
     contexts: ContextCache,
     calibration: Calibration,
     policies: RwLock<Arc<PolicySet>>,
+    /// Valid config-file policies by name.
+    config: BTreeMap<String, RoutePolicy>,
+    /// API-set policies by name (stored ones when a store is attached).
+    api: RwLock<BTreeMap<String, RoutePolicy>>,
     origins: RwLock<HashMap<String, PolicyOrigin>>,
+    store: OnceLock<Arc<dyn Store>>,
+    reloaded: Mutex<Option<Instant>>,
     log: Mutex<HashMap<String, VecDeque<LogEntry>>>,
     load: Mutex<HashMap<ProviderId, HostLoad>>,
 }
@@ -88,6 +118,28 @@ pub enum AutoError {
     },
 }
 
+/// Why a policy could not be set or deleted through the API.
+#[derive(Debug)]
+pub enum PolicyChangeError {
+    /// The policy document is invalid: every problem with its JSON path.
+    Invalid(Vec<Problem>),
+    /// No policy has that name.
+    NotFound,
+    /// The policy comes from the config file and has no API override to delete.
+    ConfigOwned,
+    /// The store refused the change (nothing was changed).
+    Store(boo_telemetry_store::StoreError),
+}
+
+/// What [`AutoRouter::delete_policy`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// The API policy is gone.
+    Removed,
+    /// The API override is gone; the config-file policy of that name applies again.
+    RestoredConfig,
+}
+
 impl AutoRouter {
     /// Routing over `registry`'s policies (invalid ones are logged and left out) with live
     /// facts from `live`. Returns the router and the problems found in the config policies.
@@ -100,6 +152,11 @@ impl AutoRouter {
             .names()
             .map(|n| (n.to_string(), PolicyOrigin::Config))
             .collect();
+        let config = set
+            .policies()
+            .iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect();
         (
             Self {
                 registry,
@@ -107,7 +164,11 @@ impl AutoRouter {
                 contexts: ContextCache::new(),
                 calibration: Calibration::new(),
                 policies: RwLock::new(Arc::new(set)),
+                config,
+                api: RwLock::new(BTreeMap::new()),
                 origins: RwLock::new(origins),
+                store: OnceLock::new(),
+                reloaded: Mutex::new(None),
                 log: Mutex::new(HashMap::new()),
                 load: Mutex::new(HashMap::new()),
             },
@@ -210,61 +271,202 @@ impl AutoRouter {
         self.live.liveness(provider)
     }
 
-    /// Re-reads stale context windows (after an inventory poll). Never loads a model.
+    /// The load state of `model` as the live source sees it now (`None` when not listed or
+    /// unknown). Cheap: used while an attempt waits for its first byte.
+    pub fn model_state(&self, model: &ModelRef) -> Option<LoadState> {
+        self.live.inventory().state(model)
+    }
+
+    /// Re-reads stale context windows (after an inventory poll; never loads a model) and,
+    /// every [`POLICY_RELOAD_EVERY`], the stored policies (another gateway sharing the store
+    /// may have changed them).
     pub async fn refresh(&self) -> usize {
+        let due = {
+            let mut g = self.reloaded.lock().unwrap_or_else(|e| e.into_inner());
+            match *g {
+                Some(t) if t.elapsed() < POLICY_RELOAD_EVERY => false,
+                _ => {
+                    *g = Some(Instant::now());
+                    true
+                }
+            }
+        };
+        if due
+            && self.store.get().is_some()
+            && let Err(e) = self.reload_stored().await
+        {
+            tracing::warn!(error = %e, "reloading stored route policies failed");
+        }
         let inv: Arc<Inventory> = self.live.inventory();
         refresh_contexts(&self.registry, &inv, &self.contexts).await
     }
 
-    /// Adds or replaces a policy (API-managed, in memory).
+    /// Keeps API-set policies in `store` from now on and loads the ones stored there (they
+    /// override config policies of the same name). Returns how many were loaded; stored
+    /// documents that no longer parse are logged and left out. Call once at start-up.
     ///
     /// # Errors
-    /// Every problem of the policy, with JSON paths.
-    pub fn put_policy(&self, value: &serde_json::Value) -> Result<RoutePolicy, Vec<Problem>> {
-        let p = boo_routing::policy::parse_policy(value, "policy")?;
-        let mut g = self.policies.write().unwrap_or_else(|e| e.into_inner());
-        let mut all: Vec<RoutePolicy> = g
-            .policies()
-            .iter()
-            .filter(|q| q.name != p.name)
+    /// The store could not be read (the router keeps the config policies).
+    pub async fn attach_store(
+        &self,
+        store: Arc<dyn Store>,
+    ) -> Result<usize, boo_telemetry_store::StoreError> {
+        let _ = self.store.set(store);
+        *self.reloaded.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.reload_stored().await
+    }
+
+    /// The attached store, if any.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.get()
+    }
+
+    async fn reload_stored(&self) -> Result<usize, boo_telemetry_store::StoreError> {
+        let Some(store) = self.store.get() else {
+            return Ok(0);
+        };
+        let rows = store.route_policies().await?;
+        let mut api = BTreeMap::new();
+        for row in rows {
+            match boo_routing::policy::parse_policy(&row.policy, "policy") {
+                Ok(p) if p.name == row.name => {
+                    api.insert(p.name.clone(), p);
+                }
+                Ok(p) => tracing::warn!(
+                    stored = %row.name, document = %p.name,
+                    "stored route policy names another policy; ignored"
+                ),
+                Err(problems) => {
+                    for pr in problems {
+                        tracing::warn!(policy = %row.name, path = %pr.path, problem = %pr.message,
+                            "stored route policy ignored");
+                    }
+                }
+            }
+        }
+        let n = api.len();
+        let mut g = self.api.write().unwrap_or_else(|e| e.into_inner());
+        if let Err(problems) = self.rebuild(&api) {
+            for pr in problems {
+                tracing::warn!(path = %pr.path, problem = %pr.message, "stored route policies ignored");
+            }
+            return Ok(0);
+        }
+        *g = api;
+        Ok(n)
+    }
+
+    /// Installs config policies overridden by `api` as the current set.
+    fn rebuild(&self, api: &BTreeMap<String, RoutePolicy>) -> Result<(), Vec<Problem>> {
+        let mut all: Vec<RoutePolicy> = self
+            .config
+            .values()
+            .filter(|p| !api.contains_key(&p.name))
             .cloned()
             .collect();
-        all.push(p.clone());
+        all.extend(api.values().cloned());
         let set = PolicySet::new(all).map_err(|e| match e {
             RoutingError::InvalidPolicy { problems } => problems,
             other => vec![Problem::new("policy".to_string(), other.to_string())],
         })?;
-        *g = Arc::new(set);
-        self.origins
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(p.name.clone(), PolicyOrigin::Api);
+        let origins = set
+            .names()
+            .map(|n| {
+                let o = if api.contains_key(n) {
+                    PolicyOrigin::Api
+                } else {
+                    PolicyOrigin::Config
+                };
+                (n.to_string(), o)
+            })
+            .collect();
+        *self.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+        *self.origins.write().unwrap_or_else(|e| e.into_inner()) = origins;
+        Ok(())
+    }
+
+    /// Whether the config file defines a policy `name` (an API policy of that name overrides it).
+    pub fn in_config(&self, name: &str) -> bool {
+        self.config.contains_key(name)
+    }
+
+    /// Adds or replaces an API policy: written to the store first when one is attached (so it
+    /// survives a restart), then applied. Overrides a config policy of the same name.
+    ///
+    /// # Errors
+    /// [`PolicyChangeError::Invalid`] with every problem and its JSON path;
+    /// [`PolicyChangeError::Store`] when the store refused it (nothing changed).
+    pub async fn put_policy(
+        &self,
+        value: &serde_json::Value,
+    ) -> Result<RoutePolicy, PolicyChangeError> {
+        let p = boo_routing::policy::parse_policy(value, "policy")
+            .map_err(PolicyChangeError::Invalid)?;
+        // Check that the whole set stays valid before persisting anything.
+        let mut next = self.api.read().unwrap_or_else(|e| e.into_inner()).clone();
+        next.insert(p.name.clone(), p.clone());
+        self.check_set(&next).map_err(PolicyChangeError::Invalid)?;
+        if let Some(store) = self.store.get() {
+            store
+                .put_route_policy(&p.name, value)
+                .await
+                .map_err(PolicyChangeError::Store)?;
+        }
+        let mut g = self.api.write().unwrap_or_else(|e| e.into_inner());
+        g.insert(p.name.clone(), p.clone());
+        let api = g.clone();
+        self.rebuild(&api).map_err(PolicyChangeError::Invalid)?;
         Ok(p)
     }
 
-    /// Removes a policy; false when there was none by that name.
-    pub fn delete_policy(&self, name: &str) -> bool {
-        let mut g = self.policies.write().unwrap_or_else(|e| e.into_inner());
-        if g.get(name).is_none() {
-            return false;
-        }
-        let rest: Vec<RoutePolicy> = g
-            .policies()
-            .iter()
-            .filter(|q| q.name != name)
+    fn check_set(&self, api: &BTreeMap<String, RoutePolicy>) -> Result<(), Vec<Problem>> {
+        let mut all: Vec<RoutePolicy> = self
+            .config
+            .values()
+            .filter(|p| !api.contains_key(&p.name))
             .cloned()
             .collect();
-        match PolicySet::new(rest) {
-            Ok(s) => {
-                *g = Arc::new(s);
-                self.origins
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(name);
-                true
-            }
-            Err(_) => false,
+        all.extend(api.values().cloned());
+        PolicySet::new(all).map(|_| ()).map_err(|e| match e {
+            RoutingError::InvalidPolicy { problems } => problems,
+            other => vec![Problem::new("policy".to_string(), other.to_string())],
+        })
+    }
+
+    /// Deletes an API policy (from the store too). Deleting an override of a config policy
+    /// restores the config version.
+    ///
+    /// # Errors
+    /// [`PolicyChangeError::NotFound`]; [`PolicyChangeError::ConfigOwned`] for a config
+    /// policy without an override; [`PolicyChangeError::Store`] when the store refused.
+    pub async fn delete_policy(&self, name: &str) -> Result<Deleted, PolicyChangeError> {
+        let has_api = self
+            .api
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name);
+        if !has_api {
+            return Err(if self.config.contains_key(name) {
+                PolicyChangeError::ConfigOwned
+            } else {
+                PolicyChangeError::NotFound
+            });
         }
+        if let Some(store) = self.store.get() {
+            store
+                .delete_route_policy(name)
+                .await
+                .map_err(PolicyChangeError::Store)?;
+        }
+        let mut g = self.api.write().unwrap_or_else(|e| e.into_inner());
+        g.remove(name);
+        let api = g.clone();
+        self.rebuild(&api).map_err(PolicyChangeError::Invalid)?;
+        Ok(if self.config.contains_key(name) {
+            Deleted::RestoredConfig
+        } else {
+            Deleted::Removed
+        })
     }
 
     /// Records a finished dispatch in the per-policy ring.
@@ -277,7 +479,7 @@ impl AutoRouter {
         ring.push_back(entry);
     }
 
-    /// Recent dispatches, newest first; one policy or all.
+    /// Recent dispatches of this process, newest first; one policy or all.
     pub fn recent(&self, policy: Option<&str>) -> Vec<(String, LogEntry)> {
         let g = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<(String, LogEntry)> = g
@@ -285,8 +487,55 @@ impl AutoRouter {
             .filter(|(k, _)| policy.is_none_or(|p| p == k.as_str()))
             .flat_map(|(k, ring)| ring.iter().map(move |e| (k.clone(), e.clone())))
             .collect();
-        out.sort_by(|a, b| b.1.ts.cmp(&a.1.ts));
+        out.sort_by_key(|e| std::cmp::Reverse(e.1.ts));
         out
+    }
+
+    /// The dispatch log, newest first, at most `limit` entries: the store's (which survives
+    /// restarts) merged with this process's ring (records not flushed yet). Falls back to the
+    /// ring alone when the store cannot be read (the error is returned alongside).
+    pub async fn dispatch_log(
+        &self,
+        policy: Option<&str>,
+        limit: usize,
+    ) -> (
+        Vec<(String, LogEntry)>,
+        Option<boo_telemetry_store::StoreError>,
+    ) {
+        let mut out = self.recent(policy);
+        let mut err = None;
+        if let Some(store) = self.store.get() {
+            let cap = u32::try_from(limit).unwrap_or(u32::MAX);
+            match store.route_log(policy, cap).await {
+                Ok(rows) => {
+                    let seen: std::collections::HashSet<String> =
+                        out.iter().map(|(_, e)| e.request_id.clone()).collect();
+                    out.extend(
+                        rows.into_iter()
+                            .filter(|r| !seen.contains(&r.request_id))
+                            .map(|r| {
+                                (
+                                    r.policy,
+                                    LogEntry {
+                                        request_id: r.request_id,
+                                        ts: r.ts,
+                                        status: r.status,
+                                        route: r.route,
+                                    },
+                                )
+                            }),
+                    );
+                    out.sort_by(|a, b| {
+                        b.1.ts
+                            .cmp(&a.1.ts)
+                            .then_with(|| b.1.request_id.cmp(&a.1.request_id))
+                    });
+                }
+                Err(e) => err = Some(e),
+            }
+        }
+        out.truncate(limit);
+        (out, err)
     }
 }
 
@@ -413,7 +662,7 @@ impl RouteTrack {
             &self.policy,
             LogEntry {
                 request_id: request_id.to_string(),
-                ts: started.to_rfc3339(),
+                ts: started,
                 status,
                 route: route.clone(),
             },
