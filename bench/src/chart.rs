@@ -5,8 +5,8 @@
 //! * [`history_chart`]: generation tok/s over time across runs, one line per cell, with
 //!   regression markers (red ×) and polluted runs drawn hollow.
 //!
-//! PNG text is rendered with `ab_glyph` from a font embedded in the binary, so no system
-//! fontconfig or font file is needed; SVG text is left to the viewer.
+//! Text is laid out (and, in PNGs, rendered) with `ab_glyph` from a font embedded in the
+//! binary, so no system fontconfig or font file is needed.
 //!
 //! ```no_run
 //! # fn demo(result: &boo_bench::RunResult) -> Result<(), boo_bench::BenchError> {
@@ -54,12 +54,8 @@ const FONT: &str = "sans-serif";
 fn ensure_font() -> Result<(), String> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
-        plotters::style::register_font(
-            FONT,
-            FontStyle::Normal,
-            epaint_default_fonts::UBUNTU_LIGHT,
-        )
-        .map_err(|_| "embedded chart font does not parse".to_owned())
+        plotters::style::register_font(FONT, FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT)
+            .map_err(|_| "embedded chart font does not parse".to_owned())
     })
     .clone()
 }
@@ -124,7 +120,10 @@ fn xy(
     for t in &r.targets {
         let mut groups: BTreeMap<(u32, u32), Vec<&crate::CellResult>> = BTreeMap::new();
         for c in &t.cells {
-            groups.entry((c.prompt_tokens, c.max_tokens)).or_default().push(c);
+            groups
+                .entry((c.prompt_tokens, c.max_tokens))
+                .or_default()
+                .push(c);
         }
         for ((p, g), cells) in groups {
             let base = if shapes.len() > 1 {
@@ -215,8 +214,8 @@ pub struct HistoryPoint {
     pub baseline: bool,
 }
 
-fn map_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> BenchError + '_ {
-    move |e| BenchError::ResultFile {
+fn chart_err(path: &Path, e: impl std::fmt::Display) -> BenchError {
+    BenchError::ResultFile {
         path: path.display().to_string(),
         reason: format!("chart: {e}"),
     }
@@ -226,20 +225,20 @@ fn map_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> BenchError + '_ {
 macro_rules! on_backend {
     ($path:expr, $fmt:expr, |$root:ident| $body:expr) => {{
         let path: &Path = $path;
-        let err = map_err(path);
+        // both backends measure text with the registered font (layout of labels and legends)
+        ensure_font().map_err(|e| chart_err(path, e))?;
         match $fmt {
             Format::Svg => {
                 let $root = SVGBackend::new(path, SIZE).into_drawing_area();
                 let r: Result<(), String> = $body;
-                r.map_err(&err)?;
-                $root.present().map_err(&err)?;
+                r.map_err(|e| chart_err(path, e))?;
+                $root.present().map_err(|e| chart_err(path, e))?;
             }
             Format::Png => {
-                ensure_font().map_err(&err)?;
                 let $root = BitMapBackend::new(path, SIZE).into_drawing_area();
                 let r: Result<(), String> = $body;
-                r.map_err(&err)?;
-                $root.present().map_err(&err)?;
+                r.map_err(|e| chart_err(path, e))?;
+                $root.present().map_err(|e| chart_err(path, e))?;
             }
         }
         Ok::<(), BenchError>(())
@@ -298,7 +297,15 @@ where
         .y_desc(&c.y_label)
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 15))
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_labels(((x1 - x0).ceil() as usize + 1).clamp(2, 12))
+        .x_label_formatter(&|v| {
+            // whole numbers only (concurrency levels), no repeated labels
+            if (v - v.round()).abs() < 1e-6 {
+                format!("{}", v.round())
+            } else {
+                String::new()
+            }
+        })
         .draw()
         .map_err(e)?;
     if c.series.is_empty() {
@@ -322,7 +329,10 @@ where
                 .map_err(e)?
         };
         anno.label(&s.label).legend(move |(x, y)| {
-            PathElement::new(vec![(x, y), (x + 18, y)], ShapeStyle::from(color).stroke_width(2))
+            PathElement::new(
+                vec![(x, y), (x + 18, y)],
+                ShapeStyle::from(color).stroke_width(2),
+            )
         });
         chart
             .draw_series(
@@ -354,7 +364,10 @@ where
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(e)?;
     // x = run index in time order; labels show the run's date
-    let mut runs: Vec<(i64, &str)> = points.iter().map(|p| (p.at_ms, p.run_id.as_str())).collect();
+    let mut runs: Vec<(i64, &str)> = points
+        .iter()
+        .map(|p| (p.at_ms, p.run_id.as_str()))
+        .collect();
     runs.sort_unstable();
     runs.dedup();
     let index = |p: &HistoryPoint| {
@@ -405,7 +418,10 @@ where
             .map_err(e)?
             .label(name)
             .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], ShapeStyle::from(color).stroke_width(2))
+                PathElement::new(
+                    vec![(x, y), (x + 18, y)],
+                    ShapeStyle::from(color).stroke_width(2),
+                )
             });
         for p in &pts {
             let at = (index(p), p.gen_tps);
@@ -434,7 +450,7 @@ where
     chart
         .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
         .map_err(e)?
-        .label("× regression vs baseline, ○ polluted, □ baseline")
+        .label("red × regression vs baseline; hollow = polluted; boxed = baseline")
         .legend(|(x, y)| Cross::new((x + 8, y), 5, ShapeStyle::from(RED).stroke_width(2)));
     chart
         .configure_series_labels()
@@ -484,7 +500,7 @@ pub fn history_chart(
 /// # Errors
 /// [`BenchError::ResultFile`] when a file cannot be written.
 pub fn write_run_charts(r: &RunResult, dir: &Path) -> Result<Vec<PathBuf>, BenchError> {
-    std::fs::create_dir_all(dir).map_err(map_err(dir))?;
+    std::fs::create_dir_all(dir).map_err(|e| chart_err(dir, e))?;
     let mut out = Vec::new();
     for fmt in [Format::Svg, Format::Png] {
         let p = dir.join(format!("ttft.{}", fmt.ext()));
@@ -507,10 +523,16 @@ pub fn write_history_charts(
     points: &[HistoryPoint],
     dir: &Path,
 ) -> Result<Vec<PathBuf>, BenchError> {
-    std::fs::create_dir_all(dir).map_err(map_err(dir))?;
+    std::fs::create_dir_all(dir).map_err(|e| chart_err(dir, e))?;
     let safe: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let mut out = Vec::new();
     for fmt in [Format::Svg, Format::Png] {

@@ -58,12 +58,7 @@ fn target_row(t: &Target) -> BenchTargetRow {
 }
 
 /// The `bench_runs` row of a run that just started (status `running`).
-pub fn started_row(
-    id: &str,
-    suite: &Suite,
-    targets: &[Target],
-    now: DateTime<Utc>,
-) -> BenchRunRow {
+pub fn started_row(id: &str, suite: &Suite, targets: &[Target], now: DateTime<Utc>) -> BenchRunRow {
     BenchRunRow::started(
         id,
         &suite.name,
@@ -222,7 +217,10 @@ pub async fn save_result(
 ///
 /// # Errors
 /// The store's error, or [`StoreError::Json`] when the stored summary is not a result.
-pub async fn load_result(store: &dyn BenchStore, id: &str) -> Result<Option<RunResult>, StoreError> {
+pub async fn load_result(
+    store: &dyn BenchStore,
+    id: &str,
+) -> Result<Option<RunResult>, StoreError> {
     let Some(detail) = store.bench_run(id).await? else {
         return Ok(None);
     };
