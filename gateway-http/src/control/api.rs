@@ -181,6 +181,7 @@ impl ControlApi {
         let beat = self.shared.cfg.heartbeat;
         let (tx, rx) = mpsc::channel::<Bytes>(256);
         let (snap, mut sub) = hub.subscribe();
+        let mut events = hub.subscribe_events();
         tokio::spawn(async move {
             if tx.send(sse_event("snapshot", &snap)).await.is_err() {
                 return;
@@ -196,6 +197,11 @@ impl ControlApi {
                             sub = fresh;
                             sse_event("snapshot", &s)
                         }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    e = events.recv() => match e {
+                        Ok(e) => Bytes::from(format!("event: {}\ndata: {}\n\n", e.event, e.data)),
+                        Err(broadcast::error::RecvError::Lagged(n)) => Bytes::from(format!(": {n} events dropped\n\n")),
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
                     _ = hb.tick() => Bytes::from_static(b": heartbeat\n\n"),

@@ -12,6 +12,18 @@ use tokio::sync::broadcast;
 const DELTA_CAPACITY: usize = 4_096;
 /// Capacity of the log broadcast.
 const LOG_CAPACITY: usize = 4_096;
+/// Capacity of the side broadcast of non-state events (`bench_progress`, ...).
+const EVENT_CAPACITY: usize = 1_024;
+
+/// A non-state event of the fleet stream (e.g. `bench_progress`): not part of the
+/// [`FleetState`], so late subscribers do not get past ones; a lagging subscriber loses some.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    /// SSE event name.
+    pub event: Arc<str>,
+    /// JSON data, encoded once for every subscriber.
+    pub data: Arc<str>,
+}
 
 /// One log line of one host, as broadcast to `/api/logs/{provider}/stream` subscribers.
 #[derive(Debug, Clone)]
@@ -29,6 +41,7 @@ pub struct FleetHub {
     deltas: broadcast::Sender<Delta>,
     logs: Mutex<HashMap<String, LogTail>>,
     log_tx: broadcast::Sender<HostLogLine>,
+    events: broadcast::Sender<StreamEvent>,
 }
 
 impl Default for FleetHub {
@@ -49,6 +62,7 @@ impl FleetHub {
             deltas: broadcast::channel(DELTA_CAPACITY).0,
             logs: Mutex::new(HashMap::new()),
             log_tx: broadcast::channel(LOG_CAPACITY).0,
+            events: broadcast::channel(EVENT_CAPACITY).0,
         }
     }
 
@@ -109,6 +123,23 @@ impl FleetHub {
         self.deltas.receiver_count()
     }
 
+    /// Publishes a non-state event (`event: <event>` with `data` as JSON) to every fleet-stream
+    /// subscriber. Returns how many subscribers it reached.
+    pub fn publish_event(&self, event: &str, data: &impl serde::Serialize) -> usize {
+        let data = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
+        self.events
+            .send(StreamEvent {
+                event: event.into(),
+                data: data.into(),
+            })
+            .unwrap_or(0)
+    }
+
+    /// Subscribes to non-state events (see [`FleetHub::publish_event`]).
+    pub fn subscribe_events(&self) -> broadcast::Receiver<StreamEvent> {
+        self.events.subscribe()
+    }
+
     /// Feeds a raw log chunk of `provider` into its tail; complete lines are broadcast.
     pub fn push_log(&self, provider: &str, source: LogSource, chunk: &str) {
         let mut logs = lock(&self.logs);
@@ -144,5 +175,37 @@ impl FleetHub {
         let rx = self.log_tx.subscribe();
         let tail = logs.get(provider).map(|t| t.tail(n)).unwrap_or_default();
         (tail, rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn side_events_reach_every_subscriber_and_not_the_state() {
+        let hub = FleetHub::new();
+        assert_eq!(
+            hub.publish_event("bench_progress", &1),
+            0,
+            "no subscriber yet"
+        );
+        let mut a = hub.subscribe_events();
+        let mut b = hub.subscribe_events();
+        let data = serde_json::json!({"run_id": "r1", "done": 3, "total": 8});
+        assert_eq!(hub.publish_event("bench_progress", &data), 2);
+        for rx in [&mut a, &mut b] {
+            let e = rx.recv().await.unwrap();
+            assert_eq!(&*e.event, "bench_progress");
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&e.data).unwrap(),
+                data
+            );
+        }
+        // non-state: the fleet snapshot is unchanged and no delta was sent
+        let (snap, mut deltas) = hub.subscribe();
+        hub.publish_event("bench_progress", &data);
+        assert!(snap.hosts.is_empty());
+        assert!(deltas.try_recv().is_err());
     }
 }

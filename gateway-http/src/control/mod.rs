@@ -28,7 +28,7 @@ mod connector;
 mod hub;
 
 pub use api::ControlBody;
-pub use hub::{FleetHub, HostLogLine};
+pub use hub::{FleetHub, HostLogLine, StreamEvent};
 
 use boo_fleet_core::{
     ActionQueue, HostAccess, InMemoryHostAccess, Lease, ModelState, ModelStatus, ReconnectPolicy,
