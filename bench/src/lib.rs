@@ -52,6 +52,7 @@ mod engine;
 mod error;
 mod http;
 mod io;
+mod loader;
 pub mod metrics;
 mod model;
 pub mod persist;
@@ -62,11 +63,12 @@ mod suite;
 
 pub use engine::{Engine, EngineOptions, LEASE_PURPOSE, PreparedRun, RunRequest, WallClock};
 pub use error::BenchError;
-pub use http::{HttpClient, parse_sse_event};
+pub use http::{EventInfo, HttpClient, parse_sse_event};
 pub use io::{
     BenchClient, BenchRequest, FleetWatch, ModelLoader, NoFleet, Observation, ProgressSink,
     RUN_HEADER, WatchReport, WatchSession,
 };
+pub use loader::HttpLoader;
 pub use model::{
     CellMetrics, CellResult, ClientInfo, HostKind, LoadReport, Phase, Pollution, Progress,
     RESULT_SCHEMA_VERSION, RunResult, RunStatus, Sample, ServerTimings, Stats, StopReason, Target,

@@ -105,7 +105,7 @@ impl PromptBook {
         run_id: &str,
     ) -> PromptBook {
         let max = lengths.iter().copied().max().unwrap_or(1) as usize;
-        let filler = filler_text(max * 8 + 64);
+        let filler = filler_text((max * 8 + 64).max(4096));
         let mut chars = BTreeMap::new();
         // Exact sizing through the tokenizer.
         let probe_text = &filler[..filler.len().min(400)];
@@ -181,7 +181,7 @@ impl PromptBook {
     /// A prompt-only book for tests and offline use: `cpt` characters per token, no overhead.
     pub fn fixed(lengths: &[u32], cpt: f64) -> PromptBook {
         let max = lengths.iter().copied().max().unwrap_or(1) as usize;
-        let filler = filler_text(max * 8 + 64);
+        let filler = filler_text((max * 8 + 64).max(4096));
         let chars = lengths
             .iter()
             .map(|&n| {
