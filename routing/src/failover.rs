@@ -396,6 +396,16 @@ impl Failover {
             Outcome::Status(s) if s < 400 => Outcome::FirstByte,
             o => o,
         };
+        // A response (or failure) while a reported load is still in progress ends the load
+        // wait: record it, as `on_model_loaded` would have.
+        if let Phase::Waiting {
+            loading_since: Some(since),
+            ..
+        } = self.phase
+            && let Some(l) = self.log.last_mut()
+        {
+            l.load_wait_ms = l.load_wait_ms.saturating_add(now_ms.saturating_sub(since));
+        }
         match (&self.phase, outcome) {
             (Phase::Waiting { .. }, Outcome::FirstByte) => {
                 self.close_log(outcome, now_ms);

@@ -157,23 +157,23 @@ impl AutoRouter {
             .iter()
             .map(|p| (p.name.clone(), p.clone()))
             .collect();
-        (
-            Self {
-                registry,
-                live,
-                contexts: ContextCache::new(),
-                calibration: Calibration::new(),
-                policies: RwLock::new(Arc::new(set)),
-                config,
-                api: RwLock::new(BTreeMap::new()),
-                origins: RwLock::new(origins),
-                store: OnceLock::new(),
-                reloaded: Mutex::new(None),
-                log: Mutex::new(HashMap::new()),
-                load: Mutex::new(HashMap::new()),
-            },
-            problems,
-        )
+        let me = Self {
+            registry,
+            live,
+            contexts: ContextCache::new(),
+            calibration: Calibration::new(),
+            policies: RwLock::new(Arc::new(set)),
+            config,
+            api: RwLock::new(BTreeMap::new()),
+            origins: RwLock::new(origins),
+            store: OnceLock::new(),
+            reloaded: Mutex::new(None),
+            log: Mutex::new(HashMap::new()),
+            load: Mutex::new(HashMap::new()),
+        };
+        // Lists policies by name, like every later rebuild.
+        let _ = me.rebuild(&BTreeMap::new());
+        (me, problems)
     }
 
     /// The registry.
@@ -365,6 +365,7 @@ impl AutoRouter {
             .cloned()
             .collect();
         all.extend(api.values().cloned());
+        all.sort_by(|a, b| a.name.cmp(&b.name));
         let set = PolicySet::new(all).map_err(|e| match e {
             RoutingError::InvalidPolicy { problems } => problems,
             other => vec![Problem::new("policy".to_string(), other.to_string())],

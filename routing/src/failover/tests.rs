@@ -212,6 +212,23 @@ fn reported_load_time_does_not_count_against_first_byte_budget() {
 }
 
 #[test]
+fn a_first_byte_during_a_reported_load_records_the_load_wait() {
+    let d = decision(2, json!({"first_byte_ms": 1000}));
+    let mut f = Failover::new(&d, 0);
+    try_next(&mut f, 0);
+    f.on_model_loading(100).unwrap();
+    // The response head arrives before anyone saw the model become ready.
+    assert_eq!(
+        f.on_outcome(Outcome::FirstByte, 5_100).unwrap(),
+        Verdict::Committed
+    );
+    assert_eq!(f.history()[0].load_wait_ms, 5_000);
+    // The stream's end does not count it again.
+    f.on_outcome(Outcome::Success, 6_000).unwrap();
+    assert_eq!(f.history()[0].load_wait_ms, 5_000);
+}
+
+#[test]
 fn load_time_counts_when_cold_starts_are_forbidden() {
     let d = decision(2, json!({"first_byte_ms": 1000, "allow_cold_start": false}));
     let mut f = Failover::new(&d, 0);
