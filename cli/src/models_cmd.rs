@@ -14,6 +14,8 @@ pub struct ModelsArgs {
     /// Show advisory scores (health, speed) per composite model, best first.
     #[arg(long)]
     pub scores: bool,
+    #[command(flatten)]
+    pub auth: crate::fleet_cmd::ControlArgs,
 }
 
 fn num(v: &serde_json::Value, k: &str) -> String {
@@ -30,7 +32,7 @@ pub fn run(args: &ModelsArgs, global: &Global) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let client = Client::new(&global.gateway, None)?;
+        let client = Client::new(&global.gateway, args.auth.admin_token.clone())?;
         if args.scores {
             let v = json_reply(&client.get("/api/routing/scores").await?, "scores")?;
             if global.json {

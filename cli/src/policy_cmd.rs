@@ -1,6 +1,11 @@
 //! `booctl policy list|show|set|delete`: the `auto:*` routing policies of a running gateway
-//! (`/api/routing/policies`). Policies set here live in the gateway's memory; the config
-//! file's `policies` array is what survives a restart.
+//! (`/api/routing/policies`).
+//!
+//! Policies set here are kept in the gateway's telemetry store (they survive a restart; with
+//! `--no-telemetry` they live in memory only). A policy set with the name of a config-file
+//! policy overrides it; deleting that override restores the config version; a config policy
+//! itself cannot be deleted here (edit the config file). `set` and `delete` need the
+//! gateway's admin token (`--admin-token` or `BOOCONTROL_ADMIN_TOKEN`) when it has one.
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
@@ -9,17 +14,23 @@ use serde_json::Value;
 
 use crate::Global;
 use crate::activity_cmd::json_reply;
+use crate::fleet_cmd::ControlArgs;
 use crate::http::{Client, Reply};
 
 /// `booctl policy …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum PolicyCmd {
     /// List the policies (name, origin, candidates, order).
-    List,
+    List {
+        #[command(flatten)]
+        auth: ControlArgs,
+    },
     /// Print one policy as JSON.
     Show {
         /// Policy name (`auto`, `auto:code`, …).
         name: String,
+        #[command(flatten)]
+        auth: ControlArgs,
     },
     /// Add or replace a policy from a JSON file (`-` reads stdin) or inline JSON.
     Set {
@@ -31,12 +42,39 @@ pub enum PolicyCmd {
         /// The policy object as inline JSON.
         #[arg(long = "policy", value_name = "JSON")]
         inline: Option<String>,
+        #[command(flatten)]
+        auth: ControlArgs,
     },
-    /// Delete a policy.
+    /// Delete an API-set policy (an override of a config policy: the config one applies again).
     Delete {
         /// Policy name.
         name: String,
+        #[command(flatten)]
+        auth: ControlArgs,
     },
+}
+
+impl PolicyCmd {
+    fn token(&self) -> Option<String> {
+        match self {
+            PolicyCmd::List { auth }
+            | PolicyCmd::Show { auth, .. }
+            | PolicyCmd::Set { auth, .. }
+            | PolicyCmd::Delete { auth, .. } => auth.admin_token.clone().filter(|t| !t.is_empty()),
+        }
+    }
+}
+
+/// Like `json_reply`, with a hint on 401/403 (the admin token) and 409 (config policies).
+fn change_reply(reply: &Reply, what: &str, had_token: bool) -> anyhow::Result<Value> {
+    json_reply(reply, what).map_err(|e| match reply.status {
+        401 | 403 if !had_token => e.context(
+            "this gateway requires its admin token: pass --admin-token or set BOOCONTROL_ADMIN_TOKEN",
+        ),
+        401 | 403 => e.context("the admin token was not accepted"),
+        409 => e.context("config-file policies are changed in the config file"),
+        _ => e,
+    })
 }
 
 /// Sends `method path` with an optional JSON body (PUT/DELETE: the shared client only
@@ -46,6 +84,7 @@ pub(crate) async fn send(
     method: hyper::Method,
     path: &str,
     body: Option<Bytes>,
+    token: Option<&str>,
 ) -> anyhow::Result<Reply> {
     let base = gateway.trim_end_matches('/');
     if !base.starts_with("http://") {
@@ -59,6 +98,13 @@ pub(crate) async fn send(
     let mut req = hyper::Request::builder().method(method).uri(uri);
     if body.is_some() {
         req = req.header("content-type", "application/json");
+    }
+    if let Some(t) = token {
+        let mut v = hyper::header::HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+            anyhow::anyhow!("--admin-token: contains characters not allowed in an HTTP header")
+        })?;
+        v.set_sensitive(true);
+        req = req.header(hyper::header::AUTHORIZATION, v);
     }
     let req = req.body(Full::new(body.unwrap_or_default()))?;
     let resp = client
@@ -103,9 +149,10 @@ pub fn run(cmd: &PolicyCmd, global: &Global) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let client = Client::new(&global.gateway, None)?;
+        let token = cmd.token();
+        let client = Client::new(&global.gateway, token.clone())?;
         match cmd {
-            PolicyCmd::List => {
+            PolicyCmd::List { .. } => {
                 let v = json_reply(&client.get("/api/routing/policies").await?, "policies")?;
                 if global.json {
                     println!("{}", serde_json::to_string_pretty(&v)?);
@@ -130,11 +177,13 @@ pub fn run(cmd: &PolicyCmd, global: &Global) -> anyhow::Result<()> {
                     );
                 }
             }
-            PolicyCmd::Show { name } => {
+            PolicyCmd::Show { name, .. } => {
                 let v = json_reply(&client.get(&path_for(name)?).await?, "policy")?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
-            PolicyCmd::Set { name, file, inline } => {
+            PolicyCmd::Set {
+                name, file, inline, ..
+            } => {
                 let text = match (file, inline) {
                     (Some(p), _) if p.as_os_str() == "-" => {
                         std::io::read_to_string(std::io::stdin()).context("reading stdin")?
@@ -150,25 +199,45 @@ pub fn run(cmd: &PolicyCmd, global: &Global) -> anyhow::Result<()> {
                     hyper::Method::PUT,
                     &path_for(name)?,
                     Some(Bytes::from(serde_json::to_vec(&v)?)),
+                    token.as_deref(),
                 )
                 .await?;
-                let v = json_reply(&reply, "policy set")?;
+                let v = change_reply(&reply, "policy set", token.is_some())?;
                 if global.json {
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 } else {
-                    println!("set {}", v["name"].as_str().unwrap_or(name));
+                    let n = v["name"].as_str().unwrap_or(name);
+                    let mut notes = Vec::new();
+                    if v["overrides_config"] == true {
+                        notes.push("overrides the config-file policy");
+                    }
+                    if v["persisted"] == false {
+                        notes.push("in memory only: the gateway has no store");
+                    }
+                    if notes.is_empty() {
+                        println!("set {n}");
+                    } else {
+                        println!("set {n} ({})", notes.join("; "));
+                    }
                 }
             }
-            PolicyCmd::Delete { name } => {
+            PolicyCmd::Delete { name, .. } => {
                 let reply = send(
                     &global.gateway,
                     hyper::Method::DELETE,
                     &path_for(name)?,
                     None,
+                    token.as_deref(),
                 )
                 .await?;
-                json_reply(&reply, "policy delete")?;
-                println!("deleted {name}");
+                let v = change_reply(&reply, "policy delete", token.is_some())?;
+                if global.json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else if v["restored"] == "config" {
+                    println!("deleted {name} (the config-file policy applies again)");
+                } else {
+                    println!("deleted {name}");
+                }
             }
         }
         Ok(())

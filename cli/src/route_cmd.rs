@@ -21,6 +21,8 @@ pub enum RouteCmd {
         /// `max_tokens` of the request.
         #[arg(long, value_name = "N")]
         max_tokens: Option<u32>,
+        #[command(flatten)]
+        auth: crate::fleet_cmd::ControlArgs,
     },
 }
 
@@ -30,13 +32,14 @@ pub fn run(cmd: &RouteCmd, global: &Global) -> anyhow::Result<()> {
         model,
         prompt_tokens,
         max_tokens,
+        auth,
     } = cmd;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let client = Client::new(&global.gateway, None)?;
+        let client = Client::new(&global.gateway, auth.admin_token.clone())?;
         let mut body = serde_json::json!({ "model": model });
         if let Some(n) = prompt_tokens {
             body["prompt_tokens"] = (*n).into();
