@@ -574,3 +574,134 @@ async fn postgres_policies_and_dispatch_log_survive_a_restart() {
     .await;
     let _ = boo_telemetry_store::postgres::PgStore::drop_schema(&url, &schema).await;
 }
+
+/// `fastest` orders by the generation speed measured in telemetry (the store's request
+/// records of this host + model), not by raw latency or config.
+#[tokio::test]
+async fn fastest_uses_speeds_measured_in_the_store() {
+    let desk = host("desk", vec![model("m", 10)]).await;
+    let laptop = host("laptop", vec![model("m", 10)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("boo.db").display());
+    let store = boo_telemetry_store::open(&url).await.unwrap();
+    let rec = |id: &str, provider: &str, gen_tps: f64| boo_telemetry_store::RequestRecord {
+        request_id: id.into(),
+        ts: chrono::Utc::now() - chrono::Duration::minutes(5),
+        provider_id: provider.into(),
+        model: format!("{provider}/m"),
+        wire_model: Some("m".into()),
+        source: None,
+        path: "/v1/chat/completions".into(),
+        status: 200,
+        error_class: None,
+        ttft_ms: Some(50.0),
+        duration_ms: 500.0,
+        prompt_tokens: Some(10),
+        cached_tokens: None,
+        completion_tokens: Some(100),
+        prompt_tps: Some(500.0),
+        gen_tps: Some(gen_tps),
+        bytes_in: 100,
+        bytes_out: 100,
+        stream: true,
+        route: None,
+    };
+    store
+        .insert_requests(&[
+            rec("a", "desk", 20.0),
+            rec("b", "desk", 30.0),
+            rec("c", "laptop", 150.0),
+        ])
+        .await
+        .unwrap();
+    let reg = registry(
+        &[&desk, &laptop],
+        &["m"],
+        json!([{"name": "auto:fast", "candidates": ["desk/m", "laptop/m"], "order": ["fastest"]}]),
+    );
+    let mut opts = RunOptions::new(Arc::new(reg));
+    opts.poll_every = Duration::from_millis(100);
+    opts.store = Some(StoreOptions {
+        store: StoreTarget::Open(store),
+        batch: BatchConfig::default(),
+        retention: None,
+    });
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(boo_gateway_http::run_on(l, opts, async {
+        let _ = rx.await;
+    }));
+    let v = until(addr, r#"{"model":"auto:fast"}"#, |v| {
+        v["decision"]["attempts"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    assert_eq!(v["decision"]["attempts"][0]["model"], "laptop/m", "{v:#}");
+    assert_eq!(v["decision"]["attempts"][1]["model"], "desk/m", "{v:#}");
+    let (s, b) = common::get(addr, "/api/routing/scores").await;
+    assert_eq!(s, 200);
+    let scores: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(scores["scores"][0]["model"], "laptop/m", "{scores:#}");
+}
+
+/// The production start-up (`run_on` with the fleet control plane): connectors, probes,
+/// inventory polls and context lookups never load a stopped model; once a model is loaded its
+/// window is read from the running server.
+#[tokio::test]
+async fn with_the_control_plane_no_probe_or_context_lookup_loads_a_model() {
+    let desk = host("desk", vec![model("a", 10), model("b", 10)]).await;
+    let reg = registry(
+        &[&desk],
+        &["a", "b"],
+        json!([{"name": "auto", "candidates": ["desk/a", "desk/b"], "order": ["priority"]}]),
+    );
+    let mut opts = RunOptions::new(Arc::new(reg));
+    opts.poll_every = Duration::from_millis(50);
+    opts.follow_fleet = true;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(boo_gateway_http::run_on(l, opts, async {
+        let _ = rx.await;
+    }));
+    until(addr, r#"{"model":"auto"}"#, |v| {
+        v["decision"]["attempts"][0]["liveness"] == "connected"
+    })
+    .await;
+    // Many polls and context refreshes later, nothing was loaded.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let running = client::get(&desk.base_url(), "/running")
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(
+        running["running"].as_array().map(Vec::len),
+        Some(0),
+        "{running}"
+    );
+    assert_eq!(desk.stats().inference_requests(), 0);
+    assert_eq!(desk.stats().requests("/upstream/a/props"), 0);
+    assert_eq!(desk.stats().requests("/upstream/b/props"), 0);
+
+    let (s, h, _) = post(addr, "/v1/chat/completions", &[], &chat("auto")).await;
+    assert_eq!((s, h["x-boo-model"].to_str().unwrap()), (200, "desk/a"));
+    let mut read = false;
+    for _ in 0..200 {
+        if desk.stats().requests("/upstream/a/props") > 0 {
+            read = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(read, "the loaded model's window is read from the host");
+    assert_eq!(desk.stats().requests("/upstream/b/props"), 0);
+    let running = client::get(&desk.base_url(), "/running")
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(
+        running["running"].as_array().map(Vec::len),
+        Some(1),
+        "{running}"
+    );
+}

@@ -73,7 +73,7 @@ pub use bench::{
     BenchSuiteRow, BenchTargetRow,
 };
 pub use error::{Result, StoreError};
-pub use policies::{PolicyRow, PolicyStore, RouteLogRow};
+pub use policies::{PolicyRow, PolicyStore, RouteLogRow, SpeedRow};
 pub use records::*;
 pub use retention::{
     RetentionOutcome, RetentionPlan, RetentionPolicy, run_retention, spawn_retention,

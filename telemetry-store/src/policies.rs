@@ -63,6 +63,21 @@ pub struct RouteLogRow {
     pub route: serde_json::Value,
 }
 
+/// Measured speed of one model on one host (for the `fastest` routing order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpeedRow {
+    /// Provider (host) id.
+    pub provider_id: String,
+    /// Wire model id on that host.
+    pub model: String,
+    /// Mean generation speed over the window, tokens/s (positive samples only).
+    pub gen_tps: Option<f64>,
+    /// Mean prompt processing speed over the window, tokens/s (positive samples only).
+    pub prompt_tps: Option<f64>,
+    /// Samples (gateway requests plus reconciled host activity rows).
+    pub samples: i64,
+}
+
 /// Storage of routing policies and the dispatch log. A supertrait of [`crate::Store`].
 #[async_trait]
 pub trait PolicyStore: Send + Sync {
@@ -79,6 +94,42 @@ pub trait PolicyStore: Send + Sync {
     /// Recent `auto:*` dispatches (requests with a recorded route), newest first; one policy
     /// or all. `limit` is clamped to 1..=1000.
     async fn route_log(&self, policy: Option<&str>, limit: u32) -> Result<Vec<RouteLogRow>>;
+    /// Mean measured speeds per (provider, wire model) since `since`, from successful gateway
+    /// requests and reconciled host activity, ordered by provider and model.
+    async fn model_speeds(&self, since: DateTime<Utc>) -> Result<Vec<SpeedRow>>;
+}
+
+/// The speed query; `{p}` is the bind placeholder of the backend (`?` or `$1`).
+fn speeds_sql(p1: &str, p2: &str) -> String {
+    format!(
+        "SELECT provider_id, model, \
+           AVG(CASE WHEN gen_tps > 0 THEN gen_tps END) AS gen_tps, \
+           AVG(CASE WHEN prompt_tps > 0 THEN prompt_tps END) AS prompt_tps, \
+           COUNT(*) AS samples FROM ( \
+             SELECT provider_id, wire_model AS model, gen_tps, prompt_tps FROM requests \
+             WHERE ts >= {p1} AND wire_model IS NOT NULL AND status < 400 \
+               AND (gen_tps > 0 OR prompt_tps > 0) \
+             UNION ALL \
+             SELECT provider_id, model, gen_tps, prompt_tps FROM host_activity \
+             WHERE ts >= {p2} AND (gen_tps > 0 OR prompt_tps > 0) \
+           ) AS s GROUP BY provider_id, model ORDER BY provider_id, model"
+    )
+}
+
+fn speed_row<R: Row>(r: &R) -> Result<SpeedRow>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<f64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(SpeedRow {
+        provider_id: r.try_get("provider_id")?,
+        model: r.try_get("model")?,
+        gen_tps: r.try_get("gen_tps")?,
+        prompt_tps: r.try_get("prompt_tps")?,
+        samples: r.try_get("samples")?,
+    })
 }
 
 fn check(name: &str, policy: &serde_json::Value) -> Result<()> {
@@ -179,6 +230,16 @@ impl PolicyStore for SqliteStore {
             })
             .collect()
     }
+
+    async fn model_speeds(&self, since: DateTime<Utc>) -> Result<Vec<SpeedRow>> {
+        let t = since.timestamp_micros();
+        let rows = sqlx::query(&speeds_sql("?", "?"))
+            .bind(t)
+            .bind(t)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(speed_row).collect()
+    }
 }
 
 #[async_trait]
@@ -256,5 +317,13 @@ impl PolicyStore for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn model_speeds(&self, since: DateTime<Utc>) -> Result<Vec<SpeedRow>> {
+        let rows = sqlx::query(&speeds_sql("$1", "$1"))
+            .bind(since)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(speed_row).collect()
     }
 }

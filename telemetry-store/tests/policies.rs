@@ -4,13 +4,14 @@
 mod common;
 
 use boo_telemetry_store::policies::MAX_POLICY_NAME as MAX_NAME;
-use common::{Harness, req};
+use common::{Harness, act, at, req};
 use serde_json::json;
 
 suite!(
     policies_are_upserted_listed_deleted_and_survive_a_restart,
     bad_policy_rows_are_rejected_naming_the_field,
     route_log_reads_auto_requests_back_newest_first_per_policy,
+    model_speeds_average_recent_successful_samples_per_host_and_model,
 );
 
 async fn policies_are_upserted_listed_deleted_and_survive_a_restart(mut h: Harness) {
@@ -62,7 +63,6 @@ async fn bad_policy_rows_are_rejected_naming_the_field(h: Harness) {
     assert!(s.route_policies().await.unwrap().is_empty());
 }
 
-
 async fn route_log_reads_auto_requests_back_newest_first_per_policy(mut h: Harness) {
     let mut rows = Vec::new();
     for (i, policy) in ["auto:code", "auto", "auto:code", "auto:code"]
@@ -105,4 +105,48 @@ async fn route_log_reads_auto_requests_back_newest_first_per_policy(mut h: Harne
     assert!(s.route_log(Some("auto:none"), 50).await.unwrap().is_empty());
     // limit 0 is clamped to 1.
     assert_eq!(s.route_log(None, 0).await.unwrap().len(), 1);
+}
+
+async fn model_speeds_average_recent_successful_samples_per_host_and_model(h: Harness) {
+    let s = h.store.clone();
+    let mut rows = Vec::new();
+    for (i, (provider, gen_speed, prompt, status, secs)) in [
+        ("desk", 40.0, 400.0, 200, 100),
+        ("desk", 60.0, 600.0, 200, 110),
+        // Failed and old requests do not count.
+        ("desk", 1.0, 1.0, 500, 120),
+        ("desk", 1.0, 1.0, 200, 10),
+        ("laptop", 20.0, 0.0, 200, 100),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = req(&format!("s{i}"), secs, provider, None);
+        r.gen_tps = Some(gen_speed);
+        r.prompt_tps = Some(prompt);
+        r.status = status;
+        rows.push(r);
+    }
+    s.insert_requests(&rows).await.unwrap();
+    // Host activity reconciled from llama-swap counts too.
+    let mut a = act("desk", 1, 130);
+    a.gen_tps = Some(50.0);
+    a.prompt_tps = None;
+    s.insert_activity(&[a]).await.unwrap();
+
+    let sp = s.model_speeds(at(50)).await.unwrap();
+    assert_eq!(sp.len(), 2, "{sp:?}");
+    assert_eq!(
+        (sp[0].provider_id.as_str(), sp[0].model.as_str()),
+        ("desk", "qwen")
+    );
+    assert_eq!(sp[0].samples, 3);
+    assert!((sp[0].gen_tps.unwrap() - 50.0).abs() < 1e-9, "{sp:?}");
+    assert!((sp[0].prompt_tps.unwrap() - 500.0).abs() < 1e-9, "{sp:?}");
+    assert_eq!(sp[1].provider_id, "laptop");
+    assert_eq!(
+        sp[1].prompt_tps, None,
+        "zero prompt speed is not a measurement"
+    );
+    assert!(s.model_speeds(at(1000)).await.unwrap().is_empty());
 }

@@ -14,6 +14,15 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Measured speed of a model on its host, tokens/s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Speed {
+    /// Generation speed.
+    pub gen_tps: Option<f64>,
+    /// Prompt processing speed.
+    pub prompt_tps: Option<f64>,
+}
+
 /// Live per-host state the router needs. Must not do IO (called per `auto:*` request).
 pub trait LiveFleet: Send + Sync + 'static {
     /// What each host serves right now, with model states.
@@ -35,12 +44,14 @@ pub trait LiveFleet: Send + Sync + 'static {
 /// Cloud (`openai`) models are always `ready`; a listed local model without a state is
 /// `unknown`. `n_ctx` comes from the cache (read in the current state), then the listing,
 /// then the config override.
-/// `own_wait` adds the gateway's own queue wait estimate per host (the larger one is used).
+/// `own_wait` adds the gateway's own queue wait estimate per host (the larger one is used);
+/// `speed` gives the measured (generation, prompt) tokens/s of a composite model.
 pub fn fleet_view(
     registry: &Registry,
     live: &dyn LiveFleet,
     contexts: &ContextCache,
     own_wait: &dyn Fn(&ProviderId) -> Option<u64>,
+    speed: &dyn Fn(&ModelRef) -> Option<Speed>,
 ) -> FleetView {
     let inv = live.inventory();
     let mut facts = Vec::new();
@@ -64,6 +75,10 @@ pub fn fleet_view(
             c.liveness = liveness;
             c.queue_wait_ms = queue;
             c.load_ms = live.load_ms(&c.model);
+            if let Some(sp) = speed(&c.model) {
+                c.gen_tps = sp.gen_tps;
+                c.prompt_tps = sp.prompt_tps;
+            }
             c.state = match (p.kind, im.state) {
                 (ProviderKind::Openai | ProviderKind::Gateway, None) => LoadState::Ready,
                 (_, Some(s)) => s,

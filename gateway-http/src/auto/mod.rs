@@ -26,7 +26,7 @@ pub mod facts;
 pub mod live;
 
 pub use context::{Calibration, ContextCache, ContextEntry, ContextSource};
-pub use facts::{LiveFleet, fleet_view, refresh_contexts};
+pub use facts::{LiveFleet, Speed, fleet_view, refresh_contexts};
 pub use live::HubFleet;
 
 use boo_model_ref::{Inventory, LoadState, ModelRef, ProviderId};
@@ -70,6 +70,9 @@ pub struct LogEntry {
 /// one Postgres store).
 pub const POLICY_RELOAD_EVERY: Duration = Duration::from_secs(30);
 
+/// How far back measured speeds (for the `fastest` order) are averaged from the store.
+pub const SPEED_WINDOW: Duration = Duration::from_secs(6 * 3600);
+
 /// Routing state for `auto:*` requests.
 pub struct AutoRouter {
     registry: Arc<Registry>,
@@ -84,6 +87,7 @@ pub struct AutoRouter {
     origins: RwLock<HashMap<String, PolicyOrigin>>,
     store: OnceLock<Arc<dyn Store>>,
     reloaded: Mutex<Option<Instant>>,
+    speeds: RwLock<Arc<HashMap<ModelRef, Speed>>>,
     log: Mutex<HashMap<String, VecDeque<LogEntry>>>,
     load: Mutex<HashMap<ProviderId, HostLoad>>,
 }
@@ -168,6 +172,7 @@ impl AutoRouter {
             origins: RwLock::new(origins),
             store: OnceLock::new(),
             reloaded: Mutex::new(None),
+            speeds: RwLock::new(Arc::default()),
             log: Mutex::new(HashMap::new()),
             load: Mutex::new(HashMap::new()),
         };
@@ -211,7 +216,47 @@ impl AutoRouter {
     /// Current fleet facts.
     pub fn view(&self) -> FleetView {
         let wait = |p: &ProviderId| self.queue_wait_ms(p);
-        fleet_view(&self.registry, &*self.live, &self.contexts, &wait)
+        let speeds = self
+            .speeds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let speed = |m: &ModelRef| speeds.get(m).copied();
+        fleet_view(&self.registry, &*self.live, &self.contexts, &wait, &speed)
+    }
+
+    /// Measured speeds per composite model (from the store's telemetry, refreshed every
+    /// [`POLICY_RELOAD_EVERY`]; empty without a store).
+    pub fn speeds(&self) -> Arc<HashMap<ModelRef, Speed>> {
+        self.speeds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn reload_speeds(&self) -> Result<usize, boo_telemetry_store::StoreError> {
+        let Some(store) = self.store.get() else {
+            return Ok(0);
+        };
+        let since = chrono::Utc::now()
+            - chrono::Duration::from_std(SPEED_WINDOW).unwrap_or(chrono::Duration::hours(6));
+        let rows = store.model_speeds(since).await?;
+        let map: HashMap<ModelRef, Speed> = rows
+            .into_iter()
+            .filter_map(|r| {
+                let m = format!("{}/{}", r.provider_id, r.model).parse().ok()?;
+                Some((
+                    m,
+                    Speed {
+                        gen_tps: r.gen_tps,
+                        prompt_tps: r.prompt_tps,
+                    },
+                ))
+            })
+            .collect();
+        let n = map.len();
+        *self.speeds.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
+        Ok(n)
     }
 
     /// Queue wait estimate for a host with a `max_concurrency`: when this gateway's `auto:*`
@@ -291,11 +336,13 @@ impl AutoRouter {
                 }
             }
         };
-        if due
-            && self.store.get().is_some()
-            && let Err(e) = self.reload_stored().await
-        {
-            tracing::warn!(error = %e, "reloading stored route policies failed");
+        if due && self.store.get().is_some() {
+            if let Err(e) = self.reload_stored().await {
+                tracing::warn!(error = %e, "reloading stored route policies failed");
+            }
+            if let Err(e) = self.reload_speeds().await {
+                tracing::warn!(error = %e, "reading measured model speeds failed");
+            }
         }
         let inv: Arc<Inventory> = self.live.inventory();
         refresh_contexts(&self.registry, &inv, &self.contexts).await
@@ -313,6 +360,9 @@ impl AutoRouter {
     ) -> Result<usize, boo_telemetry_store::StoreError> {
         let _ = self.store.set(store);
         *self.reloaded.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        if let Err(e) = self.reload_speeds().await {
+            tracing::warn!(error = %e, "reading measured model speeds failed");
+        }
         self.reload_stored().await
     }
 

@@ -208,6 +208,9 @@ impl PolicyStore for FlakyStore {
     async fn route_log(&self, policy: Option<&str>, limit: u32) -> Result<Vec<RouteLogRow>> {
         self.inner.route_log(policy, limit).await
     }
+    async fn model_speeds(&self, since: DateTime<Utc>) -> Result<Vec<SpeedRow>> {
+        self.inner.model_speeds(since).await
+    }
 }
 
 /// Bench storage is not exercised through the outage wrapper (default bodies answer Unavailable).
