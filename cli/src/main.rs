@@ -13,6 +13,7 @@
 //! Results go to stdout; errors and warnings go to stderr.
 
 mod activity_cmd;
+mod bench_cmd;
 mod config_cmd;
 mod favorites_cmd;
 mod fleet_cmd;
@@ -105,6 +106,9 @@ enum Command {
     Route(route_cmd::RouteCmd),
     /// Models the gateway serves (policies included), or `--scores` for advisory scores.
     Models(models_cmd::ModelsArgs),
+    /// Speed benchmarks run inside the gateway: run, list, show, compare, baseline set.
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCmd),
 }
 
 /// Maps an error chain to the documented exit code.
@@ -137,6 +141,7 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy_cmd::run(cmd, &cli.global),
         Command::Route(cmd) => route_cmd::run(cmd, &cli.global),
         Command::Models(args) => models_cmd::run(args, &cli.global),
+        Command::Bench(cmd) => bench_cmd::run(cmd, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
