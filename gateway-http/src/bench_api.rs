@@ -77,6 +77,11 @@ struct Shared {
     own: Mutex<HashMap<(String, String), u64>>,
     /// Bench runs per provider: (start ms, end ms or `None` while running).
     windows: Mutex<Vec<(String, u64, Option<u64>)>>,
+    /// Host activity ids seen by bench runs per provider: (provider, after, up to).
+    ranges: Mutex<Vec<(String, i64, i64)>>,
+    /// Host activity watermark per (run, provider) when the run was admitted: its warm-up
+    /// and calibration requests come after it.
+    run_start: Mutex<HashMap<(String, String), i64>>,
     live: Mutex<HashMap<String, LiveRun>>,
 }
 
@@ -117,6 +122,8 @@ impl BenchApi {
             store,
             own: Mutex::new(HashMap::new()),
             windows: Mutex::new(Vec::new()),
+            ranges: Mutex::new(Vec::new()),
+            run_start: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
         });
         let access: Arc<dyn HostAccess + Send + Sync> = control.host_access();
@@ -335,6 +342,13 @@ impl BenchApi {
         // the lease shows on the fleet stream; activity from now on is this run's own
         for p in &providers {
             self.shared.control.sync_lease(p);
+        }
+        let watch = GatewayWatch {
+            shared: self.shared.clone(),
+        };
+        for p in &providers {
+            let wm = watch.watermark(p).await.unwrap_or(-1);
+            lock(&self.shared.run_start).insert((id.clone(), p.clone()), wm);
         }
         let started = now_ms();
         lock(&self.shared.windows).extend(providers.iter().map(|p| (p.clone(), started, None)));
@@ -616,6 +630,7 @@ async fn finish(
     }
     let row = persist::finished_row(&result, extra);
     lock(&shared.own).retain(|(run, _), _| run != id);
+    lock(&shared.run_start).retain(|(run, _), _| run != id);
     if let Some(l) = lock(&shared.live).get_mut(id) {
         l.row = row;
         l.result = Some(Arc::new(result));
@@ -828,45 +843,59 @@ impl ModelLoader for FleetLoader {
     }
 }
 
+/// What [`GatewayWatch::counts`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    host: u64,
+    gateway: u64,
+    max_id: Option<i64>,
+}
+
 /// Foreign traffic and swaps from the hub and the store.
 struct GatewayWatch {
     shared: Arc<Shared>,
 }
 
 impl GatewayWatch {
-    /// Whether `ts_ms` on `provider` falls inside one of this gateway's bench runs other than
-    /// `except` (their requests are not foreign to the host).
-    fn own_time(&self, provider: &str, ts_ms: u64, since_ms: u64) -> bool {
-        lock(&self.shared.windows).iter().any(|(p, s, e)| {
-            p == provider
-                && *s >= since_ms.saturating_sub(600_000)
-                && ts_ms + 1_000 >= *s
-                && e.is_none_or(|e| ts_ms <= e + OWN_GRACE_MS)
-        })
+    /// Whether a bench run on `provider` is running or ended less than [`OWN_GRACE_MS`] ago
+    /// (its requests may still show as in flight on the host).
+    fn recently_benched(&self, provider: &str, now_ms: u64) -> bool {
+        lock(&self.shared.windows)
+            .iter()
+            .any(|(p, _, e)| p == provider && e.is_none_or(|e| now_ms <= e + OWN_GRACE_MS))
     }
 
-    /// (host activity rows, gateway-proxied requests) on `provider` since `since`. Host rows
-    /// carry second-resolution timestamps, so a session counts host rows by upstream id
-    /// (`host_after`: rows with a larger id; `None` = every row since `since`). With
-    /// `skip_own`, rows inside this gateway's bench runs are skipped.
+    /// Host activity rows, gateway-proxied requests, and the largest host activity id seen on
+    /// `provider` since `since`. Host rows carry second-resolution timestamps, so they are
+    /// selected by upstream id: `host_after` counts rows with a larger id (`None`: every row
+    /// since `since`); rows whose id lies in one of this gateway's bench runs (`skip_bench`)
+    /// are not counted. Gateway rows never come from a bench run (it talks to hosts directly).
     async fn counts(
         &self,
         provider: &str,
         since: DateTime<Utc>,
         host_after: Option<i64>,
-        skip_own: bool,
-    ) -> Result<(u64, u64), BenchError> {
+        skip_bench: bool,
+    ) -> Result<Counts, BenchError> {
+        let mut c = Counts::default();
         let Some(store) = &self.shared.store else {
-            return Ok((0, 0));
+            return Ok(c);
         };
-        let since_ms = u64::try_from(since.timestamp_millis()).unwrap_or(0);
+        let ranges: Vec<(i64, i64)> = if skip_bench {
+            lock(&self.shared.ranges)
+                .iter()
+                .filter(|(p, _, _)| p == provider)
+                .map(|(_, a, b)| (*a, *b))
+                .collect()
+        } else {
+            Vec::new()
+        };
         // host timestamps are truncated to the second
         let host_since = since - chrono::Duration::milliseconds(1_000);
         let filter = FeedFilter {
             provider_id: Some(provider.to_owned()),
             ..Default::default()
         };
-        let (mut host, mut gw) = (0, 0);
         let mut cursor = None;
         loop {
             let page = store
@@ -882,10 +911,6 @@ impl GatewayWatch {
                     older = true;
                     break;
                 }
-                let ts = u64::try_from(r.ts.timestamp_millis()).unwrap_or(0);
-                if skip_own && self.own_time(provider, ts, since_ms) {
-                    continue;
-                }
                 match r.origin {
                     FeedOrigin::Host => {
                         let id =
@@ -893,24 +918,23 @@ impl GatewayWatch {
                                 .next()
                                 .and_then(|n| n.parse::<i64>().ok())
                                 .unwrap_or(i64::MAX);
-                        let counted = match host_after {
-                            Some(after) => id > after,
-                            None => true,
-                        };
-                        if counted {
-                            host += 1;
+                        c.max_id = c.max_id.max(Some(id));
+                        let fresh = host_after.is_none_or(|after| id > after);
+                        let bench = ranges.iter().any(|(a, b)| id > *a && id <= *b);
+                        if fresh && !bench {
+                            c.host += 1;
                         }
                     }
-                    FeedOrigin::Gateway if r.ts >= since => gw += 1,
+                    FeedOrigin::Gateway if r.ts >= since => c.gateway += 1,
                     FeedOrigin::Gateway => {}
                 }
             }
             match page.next {
-                Some(c) if !older => cursor = Some(c),
+                Some(n) if !older => cursor = Some(n),
                 _ => break,
             }
         }
-        Ok((host, gw))
+        Ok(c)
     }
 
     /// The newest stored host activity id of `provider` (`None`: nothing stored yet).
@@ -937,15 +961,14 @@ impl FleetWatch for GatewayWatch {
             return Ok(0);
         };
         let since = Utc::now() - chrono::Duration::milliseconds(window.as_millis() as i64);
-        let (h, g) = self.counts(&t.provider, since, None, true).await?;
-        let now = now_ms();
+        let c = self.counts(&t.provider, since, None, true).await?;
         // requests of a run that just ended may still show as in flight for a moment
-        let in_flight = if self.own_time(&t.provider, now, now) {
+        let in_flight = if self.recently_benched(&t.provider, now_ms()) {
             0
         } else {
             u64::from(host.in_flight)
         };
-        Ok(in_flight.max(h).max(g))
+        Ok(in_flight.max(c.host).max(c.gateway))
     }
 
     async fn watch(&self, t: &Target, run_id: &str) -> Result<Box<dyn WatchSession>, BenchError> {
@@ -1044,20 +1067,35 @@ impl WatchSession for Session {
         // the count holds still for a moment and covers at least this run's own requests.
         let started = Instant::now();
         let mut last = None;
-        let (host, gw) = loop {
+        let c = loop {
             let c = self
                 .watch
                 .counts(&self.provider, self.since, self.host_after, false)
                 .await?;
-            let settled = last == Some(c) && c.0 >= own;
+            let settled = last == Some(c) && c.host >= own;
             if settled || self.watch.shared.store.is_none() || started.elapsed() > SETTLE_MAX {
                 break c;
             }
             last = Some(c);
             tokio::time::sleep(SETTLE_STEP).await;
         };
+        // the host rows of this run so far belong to it (the foreign ones among them are
+        // counted here); later takeover checks skip them
+        let run_start = lock(&self.watch.shared.run_start)
+            .get(&(self.run_id.clone(), self.provider.clone()))
+            .copied();
+        if let (Some(after), Some(max)) = (run_start.or(self.host_after), c.max_id) {
+            let mut ranges = lock(&self.watch.shared.ranges);
+            match ranges
+                .iter_mut()
+                .find(|(p, a, _)| *p == self.provider && *a == after)
+            {
+                Some(r) => r.2 = r.2.max(max),
+                None => ranges.push((self.provider.clone(), after, max)),
+            }
+        }
         Ok(WatchReport {
-            foreign_requests: host.saturating_sub(own).max(gw),
+            foreign_requests: c.host.saturating_sub(own).max(c.gateway),
             swaps: lock(&self.swaps).clone(),
         })
     }
