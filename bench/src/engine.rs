@@ -197,6 +197,7 @@ impl Engine {
         let prepared = PreparedRun {
             inner: Arc::clone(&self.inner),
             leases: Mutex::new(Vec::new()),
+            cancel: CancelHandle::default(),
             req,
         };
         let mut providers: Vec<&Target> = Vec::new();
@@ -257,11 +258,42 @@ impl Engine {
     }
 }
 
+/// Stops a running [`PreparedRun::execute`]: no new requests start, in-flight requests are
+/// abandoned, the current cell ends as `cancelled` and the remaining cells and targets are
+/// skipped; the result still comes back (status `cancelled`) and the leases are released.
+#[derive(Debug, Clone)]
+pub struct CancelHandle(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for CancelHandle {
+    fn default() -> Self {
+        CancelHandle(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+}
+
+impl CancelHandle {
+    /// Requests cancellation (idempotent).
+    pub fn cancel(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once cancelled.
+    async fn cancelled(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+}
+
 /// A run that holds its leases and passed the takeover rule. Dropping it releases the leases.
 pub struct PreparedRun {
     inner: Arc<Inner>,
     leases: Mutex<Vec<Lease>>,
     req: RunRequest,
+    cancel: CancelHandle,
 }
 
 impl std::fmt::Debug for PreparedRun {
@@ -304,6 +336,11 @@ impl PreparedRun {
     /// The run id.
     pub fn id(&self) -> &str {
         &self.req.id
+    }
+
+    /// A handle that cancels this run while [`PreparedRun::execute`] runs.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        self.cancel.clone()
     }
 
     /// The leases held (one per provider).
@@ -461,6 +498,11 @@ impl PreparedRun {
             res.finished_at_ms = (self.inner.now_ms)();
             (res, Vec::new(), String::new())
         };
+        if self.cancel.is_cancelled() {
+            res.status = RunStatus::Cancelled;
+            res.finished_at_ms = started_at_ms;
+            return (res, Vec::new(), String::new());
+        }
         if !self.renew(&target.provider) {
             return fail(res, format!("lease on `{}` was lost", target.provider));
         }
@@ -512,6 +554,9 @@ impl PreparedRun {
                 let k = ci % (*steps as usize);
                 let frac = (k - 1) as f64 / f64::from(*steps - 1);
                 *rate = (lo + (hi - lo) * frac).max(0.01);
+            }
+            if self.cancel.is_cancelled() {
+                break;
             }
             let spec = cells[ci].clone();
             let (mut cell, cell_samples) = tr.run_cell(&spec, ci).await;
@@ -575,10 +620,11 @@ impl PreparedRun {
         res.polluted = !res.pollution.is_empty();
         res.status = if res.error.is_some() {
             RunStatus::Failed
-        } else if res
-            .cells
-            .last()
-            .is_some_and(|c| c.stopped == StopReason::Cancelled)
+        } else if res.cells.len() < cells.len()
+            || res
+                .cells
+                .last()
+                .is_some_and(|c| c.stopped == StopReason::Cancelled)
         {
             RunStatus::Cancelled
         } else {
@@ -769,7 +815,12 @@ impl TargetRun<'_> {
                 started += 1;
                 inflight.push(self.one(spec, seq, warmup, now_us(self.origin)));
             }
-            match inflight.next().await {
+            let next = tokio::select! {
+                biased;
+                () = self.run.cancel.cancelled() => return StopReason::Cancelled,
+                s = inflight.next() => s,
+            };
+            match next {
                 None => break,
                 Some(s) => {
                     if !warmup && self.record(spec, ci, &s, tally) && stop.is_none() {
@@ -809,7 +860,12 @@ impl TargetRun<'_> {
                 continue;
             }
             if !more || inflight.len() >= max_in_flight as usize {
-                match inflight.next().await {
+                let next = tokio::select! {
+                    biased;
+                    () = self.run.cancel.cancelled() => return StopReason::Cancelled,
+                    s = inflight.next() => s,
+                };
+                match next {
                     None => break,
                     Some(s) => {
                         if self.record(spec, ci, &s, tally) && stop.is_none() {
@@ -823,6 +879,7 @@ impl TargetRun<'_> {
             let due = tokio::time::Instant::from_std(next_due);
             tokio::select! {
                 biased;
+                () = self.run.cancel.cancelled() => return StopReason::Cancelled,
                 Some(s) = inflight.next(), if !inflight.is_empty() => {
                     if self.record(spec, ci, &s, tally) && stop.is_none() {
                         stop = Some(StopReason::Errors);

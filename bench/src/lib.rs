@@ -58,10 +58,13 @@ mod model;
 pub mod persist;
 mod prompt;
 pub mod regress;
+pub mod report;
 pub mod sched;
 mod suite;
 
-pub use engine::{Engine, EngineOptions, LEASE_PURPOSE, PreparedRun, RunRequest, WallClock};
+pub use engine::{
+    CancelHandle, Engine, EngineOptions, LEASE_PURPOSE, PreparedRun, RunRequest, WallClock,
+};
 pub use error::BenchError;
 pub use http::{EventInfo, HttpClient, parse_sse_event};
 pub use io::{

@@ -633,3 +633,53 @@ async fn load_failure_fails_the_target_and_frees_the_host() {
         .as_millis() as u64;
     assert!(access.current("gpu", now).is_none());
 }
+
+#[tokio::test]
+async fn cancel_stops_the_run_promptly_and_frees_the_host() {
+    let access = Arc::new(InMemoryHostAccess::new(60_000));
+    let e = engine(
+        Arc::new(Script::new(50, 1, 1)),
+        Arc::default(),
+        access.clone(),
+    );
+    // 2 cells × 40 sequential 50 ms requests = 4 s if not cancelled.
+    let yaml = "name: c\ngrid:\n  prompt_tokens: [16]\n  max_tokens: [1]\n  concurrency: [1]\nlimits:\n  requests: 40\nload:\n  mode: concurrency\nwarmup: 0\n";
+    let mut y = yaml.to_owned();
+    y = y.replace("prompt_tokens: [16]", "prompt_tokens: [16, 32]");
+    let prepared = e
+        .prepare(run(
+            "c",
+            &y,
+            vec![
+                target("a", "gpu", Lane::Local),
+                target("b", "gpu", Lane::Local),
+            ],
+        ))
+        .await
+        .unwrap();
+    let cancel = prepared.cancel_handle();
+    let c2 = cancel.clone();
+    let sink = move |p: &Progress| {
+        if p.phase == Phase::Measuring && p.done >= 1 {
+            c2.cancel();
+        }
+    };
+    let t0 = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(2), prepared.execute(&sink))
+        .await
+        .expect("cancel must end the run quickly");
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    assert!(cancel.is_cancelled());
+    assert_eq!(r.status, RunStatus::Cancelled);
+    assert_eq!(r.targets[0].status, RunStatus::Cancelled);
+    assert_eq!(r.targets[0].cells.len(), 1);
+    assert_eq!(r.targets[0].cells[0].stopped, StopReason::Cancelled);
+    assert!(r.targets[0].cells[0].requests < 40);
+    assert_eq!(r.targets[1].status, RunStatus::Cancelled);
+    assert!(r.targets[1].cells.is_empty());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(access.current("gpu", now).is_none());
+}
