@@ -88,9 +88,74 @@ fn non_empty(s: &Option<Cow<'_, str>>) -> bool {
     s.as_deref().is_some_and(|s| !s.is_empty())
 }
 
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(hay, needle)
+}
+
+/// Whether some `key` (e.g. `"content":`) is followed by a non-empty JSON string.
+fn nonempty_string_after(data: &[u8], key: &[u8]) -> bool {
+    let mut rest = data;
+    while let Some(i) = find(rest, key) {
+        rest = &rest[i + key.len()..];
+        let v = rest.trim_ascii_start();
+        if v.first() == Some(&b'"') && v.get(1).is_some_and(|&c| c != b'"') {
+            return true;
+        }
+    }
+    false
+}
+
+/// The fast path for the common mid-stream chunk: decides content / loading by scanning for
+/// keys (a JSON string cannot contain an unescaped `"content":`), and defers to the full parser
+/// for anything that may carry usage, timings, errors or a finish reason.
+fn fast_classify(data: &[u8]) -> Option<EventInfo> {
+    if data.first() != Some(&b'{') {
+        return None;
+    }
+    for needle in [
+        &b"\"timings\""[..],
+        b"\"usage\"",
+        b"\"error\"",
+        b"\"message\"",
+        b"\"finish_reason\":\"",
+        b"\"finish_reason\": \"",
+    ] {
+        if find(data, needle).is_some() {
+            return None;
+        }
+    }
+    let mut info = EventInfo::default();
+    let tool = find(data, b"\"tool_calls\":").is_some_and(|i| {
+        let v = data[i + 13..].trim_ascii_start();
+        matches!(v.first(), Some(b'[' | b'{'))
+    });
+    if tool
+        || nonempty_string_after(data, b"\"content\":")
+        || nonempty_string_after(data, b"\"text\":")
+    {
+        info.content = true;
+    } else if nonempty_string_after(data, b"\"reasoning_content\":") {
+        let anonymous = find(data, b"\"id\":").is_none() && find(data, b"\"object\":").is_none();
+        if anonymous {
+            info.loading = true;
+        } else {
+            info.content = true;
+        }
+    }
+    Some(info)
+}
+
 /// Classifies one SSE `data:` payload (or a whole non-streaming JSON body).
 pub fn parse_sse_event(data: &[u8]) -> EventInfo {
     let data = data.trim_ascii();
+    if let Some(info) = fast_classify(data) {
+        return info;
+    }
+    parse_full(data)
+}
+
+/// The full (serde) classification; [`parse_sse_event`] uses it whenever the fast path defers.
+fn parse_full(data: &[u8]) -> EventInfo {
     if data == b"[DONE]" {
         return EventInfo {
             done: true,
@@ -401,5 +466,40 @@ mod tests {
         let tool = br#"{"id":"c","object":"chat.completion.chunk","choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#;
         assert!(parse_sse_event(tool).content);
         assert_eq!(parse_sse_event(b"not json"), EventInfo::default());
+        let spaced = br#"{"id": "c", "object": "chat.completion.chunk", "choices": [{"delta": {"content": "x"}, "finish_reason": null}]}"#;
+        assert!(parse_sse_event(spaced).content);
+        let empty =
+            br#"{"id":"c","object":"chat.completion.chunk","choices":[{"delta":{"content":""}}]}"#;
+        assert!(!parse_sse_event(empty).content);
+    }
+
+    /// The fast path agrees with the full parser wherever it answers.
+    #[test]
+    fn fast_path_matches_full_parse() {
+        let bodies: Vec<String> = vec![
+            r#"{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":null},"finish_reason":null}]}"#.into(),
+            r#"{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" the"},"finish_reason":null}]}"#.into(),
+            r#"{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"say \"content\":\"x\""}}]}"#.into(),
+            r#"{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":""}}]}"#.into(),
+            r#"{"choices":[{"delta":{"reasoning_content":"llama-swap loading model: qwen"}}]}"#.into(),
+            r#"{"choices":[{"delta":{"reasoning_content":""}}]}"#.into(),
+            r#"{"id":"c","object":"chat.completion.chunk","choices":[{"delta":{"reasoning_content":"think"}}]}"#.into(),
+            r#"{"id":"c","object":"text_completion","choices":[{"text":"abc","index":0,"finish_reason":null}]}"#.into(),
+            r#"{"id":"c","object":"text_completion","choices":[{"text":"","index":0}]}"#.into(),
+            r#"{"id":"c","object":"chat.completion.chunk","choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#.into(),
+            r#"{"id":"c","object":"chat.completion.chunk","choices":[{"delta":{"tool_calls":null,"content":null}}]}"#.into(),
+        ];
+        for b in &bodies {
+            let fast = fast_classify(b.as_bytes()).expect("fast path answers mid-stream chunks");
+            assert_eq!(fast, parse_full(b.as_bytes()), "{b}");
+        }
+        for b in [
+            r#"{"id":"c","choices":[{"delta":{},"finish_reason":"stop"}],"timings":{"predicted_n":3}}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+            r#"{"error":{"message":"boom"}}"#,
+            "[DONE]",
+        ] {
+            assert!(fast_classify(b.as_bytes()).is_none(), "{b}");
+        }
     }
 }
