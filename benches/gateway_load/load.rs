@@ -34,6 +34,8 @@ pub struct Cell {
     pub duration: Duration,
     /// Streaming request: the body must end with `data: [DONE]` and TTFT is recorded.
     pub stream: bool,
+    /// Process whose CPU time (utime + stime) is sampled over the measured window.
+    pub cpu_pid: Option<u32>,
 }
 
 /// What a cell measured (warm-up excluded).
@@ -52,6 +54,8 @@ pub struct CellStats {
     pub ttft: Histogram<u64>,
     /// Body bytes of the last successful response (a sanity check that all paths return the same).
     pub body_bytes: usize,
+    /// CPU seconds used by [`Cell::cpu_pid`] between the end of the warm-up and the last completion.
+    pub cpu_s: Option<f64>,
 }
 
 impl CellStats {
@@ -64,6 +68,7 @@ impl CellStats {
             latency: histogram(),
             ttft: histogram(),
             body_bytes: 0,
+            cpu_s: None,
         }
     }
 
@@ -111,6 +116,11 @@ pub fn run_cell(cell: &Cell) -> CellStats {
         let users: Vec<_> = (0..cell.concurrency)
             .map(|_| tokio::task::spawn_local(user(cell.clone(), warm_end, end, last_done.clone())))
             .collect();
+        let cpu_pid = cell.cpu_pid;
+        let cpu_start = tokio::task::spawn_local(async move {
+            tokio::time::sleep_until(warm_end.into()).await;
+            cpu_pid.and_then(cpu_seconds)
+        });
         let mut total = CellStats::new();
         for u in users {
             let s = u.await.expect("a load task never panics");
@@ -127,8 +137,21 @@ pub fn run_cell(cell: &Cell) -> CellStats {
             .get()
             .saturating_duration_since(warm_end)
             .as_secs_f64();
+        if let (Ok(Some(a)), Some(b)) = (cpu_start.await, cell.cpu_pid.and_then(cpu_seconds)) {
+            total.cpu_s = Some(b - a);
+        }
         total
     })
+}
+
+/// utime + stime of `pid` in seconds, from `/proc/<pid>/stat` (clock ticks of 1/100 s).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the `(comm)` part: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// Opens an HTTP/1.1 connection with `TCP_NODELAY`, driving it on the local task set.

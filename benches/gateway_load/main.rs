@@ -376,6 +376,7 @@ fn run(args: &Args, work_dir: &Path) -> anyhow::Result<()> {
                     warmup,
                     duration,
                     stream: false,
+                    cpu_pid: (path == PathKind::Gateway).then(|| gateway.map(|g| g.1)).flatten(),
                 };
                 let stats = load::run_cell(&cell);
                 print_progress(u.name, "tiny", path, c, &stats);
@@ -401,6 +402,7 @@ fn run(args: &Args, work_dir: &Path) -> anyhow::Result<()> {
                     warmup,
                     duration,
                     stream: true,
+                    cpu_pid: (path == PathKind::Gateway).then(|| gateway.map(|g| g.1)).flatten(),
                 };
                 let stats = load::run_cell(&cell);
                 print_progress(u.name, &stream_load, path, c, &stats);
@@ -632,15 +634,25 @@ fn start_gateway(
     Ok((p, addr))
 }
 
+/// Gateway CPU time per successful request, e.g. `41 µs`.
+fn cpu_per_req(s: &load::CellStats) -> Option<f64> {
+    s.cpu_s
+        .filter(|_| s.ok > 0)
+        .map(|c| c * 1e6 / s.ok as f64)
+}
+
 fn print_progress(up: &str, load: &str, path: PathKind, c: usize, s: &load::CellStats) {
     println!(
-        "  {up:<12} {load:<10} c={c:<4} {:<8} {:>9.0} req/s  p50 {:>8}  p99 {:>8}  ttft p50 {:>8}  errors {}{}",
+        "  {up:<12} {load:<10} c={c:<4} {:<8} {:>9.0} req/s  p50 {:>8}  p99 {:>8}  ttft p50 {:>8}  errors {}{}{}",
         path.name(),
         s.rps(),
         us(s.latency.value_at_quantile(0.5)),
         us(s.latency.value_at_quantile(0.99)),
         us(s.ttft.value_at_quantile(0.5)),
         s.errors,
+        cpu_per_req(s)
+            .map(|c| format!("  cpu {c:.1} µs/req"))
+            .unwrap_or_default(),
         s.first_error
             .as_deref()
             .map(|e| format!(" (first: {e})"))
@@ -688,11 +700,11 @@ fn render(
     let _ = writeln!(o, "## Throughput and latency\n");
     let _ = writeln!(
         o,
-        "| upstream | load | c | path | req/s | p50 | p99 | TTFT p50 | TTFT p99 | errors | vs direct (req/s) | vs nginx (req/s) |"
+        "| upstream | load | c | path | req/s | p50 | p99 | TTFT p50 | TTFT p99 | errors | vs direct (req/s) | vs nginx (req/s) | gateway CPU/req |"
     );
     let _ = writeln!(
         o,
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in rows {
         let s = &r.stats;
@@ -707,7 +719,7 @@ fn render(
         };
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.upstream,
             r.load,
             r.concurrency,
@@ -720,6 +732,9 @@ fn render(
             s.errors,
             ratio(PathKind::Direct),
             ratio(PathKind::Nginx),
+            cpu_per_req(s)
+                .map(|c| format!("{c:.1} µs"))
+                .unwrap_or_else(|| "—".into()),
         );
     }
 
@@ -828,6 +843,8 @@ fn to_json(
                 "first_error": s.first_error,
                 "window_s": s.window_s,
                 "rps": s.rps(),
+                "cpu_s": s.cpu_s,
+                "cpu_us_per_req": cpu_per_req(s),
                 "body_bytes": s.body_bytes,
                 "latency": h(&s.latency),
                 "ttft": h(&s.ttft),

@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Allow listening on a non-loopback address without `gateway.admin_token`.
     #[arg(long)]
     pub allow_unauthenticated_admin: bool,
+    /// Worker threads serving connections, each with its own runtime and upstream pools
+    /// (default: one per CPU; 0 = all connections on the main runtime).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 /// A start-up failure of [`serve`].
@@ -148,6 +152,9 @@ pub async fn serve(
     opts.poll_every = Duration::from_secs(args.poll_secs.max(1));
     opts.follow_fleet = !args.no_fleet;
     opts.allow_unauthenticated_admin = args.allow_unauthenticated_admin;
+    if let Some(n) = args.workers {
+        opts.workers = n;
+    }
     if let Some(sink) = sink {
         opts.sink = sink;
     }

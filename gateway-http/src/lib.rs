@@ -38,6 +38,7 @@
 //! or error bodies.
 
 pub mod auto;
+pub mod bench_api;
 pub mod control;
 mod error;
 pub mod launch;
@@ -107,6 +108,7 @@ pub(crate) struct Inner {
     store_api: Option<Arc<StoreApi>>,
     auto: Option<Arc<auto::AutoRouter>>,
     control: Option<control::ControlApi>,
+    bench: Option<Arc<bench_api::BenchApi>>,
 }
 
 /// The gateway: cheap to clone, serve it with [`Gateway::serve`].
@@ -171,6 +173,7 @@ impl Gateway {
                 store_api: None,
                 auto: None,
                 control: None,
+                bench: None,
             }),
         }
     }
@@ -204,6 +207,16 @@ impl Gateway {
         self
     }
 
+    /// Serves `/api/bench/…` (speed benchmarks run inside the gateway). Call before cloning or
+    /// serving.
+    pub fn with_bench(mut self, bench: Arc<bench_api::BenchApi>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.bench = Some(bench),
+            None => tracing::warn!("with_bench called on a shared gateway; ignored"),
+        }
+        self
+    }
+
     /// The gateway's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
@@ -221,6 +234,28 @@ impl Gateway {
     {
         server::serve(self.inner, listener, shutdown).await
     }
+
+    /// Like [`Gateway::serve`], thread-per-core: the caller's runtime only accepts; connections
+    /// are handed round robin to `workers` threads, each with its own current-thread runtime
+    /// and its own upstream connection pools, so a request and its upstream connection never
+    /// change threads. Shutdown stops accepting, then every worker lets its in-flight requests
+    /// finish for up to [`GatewayConfig::shutdown_grace`].
+    pub async fn serve_workers<F>(
+        self,
+        listener: tokio::net::TcpListener,
+        workers: usize,
+        shutdown: F,
+    ) -> Result<(), GatewayError>
+    where
+        F: Future<Output = ()> + Send,
+    {
+        server::serve_workers(self.inner, listener, workers, shutdown).await
+    }
+}
+
+/// Default worker threads for [`RunOptions::workers`]: one per CPU.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The response body type of every gateway response: a full buffer or a proxied stream.
@@ -319,6 +354,10 @@ pub struct RunOptions {
     /// Follow the registry's local hosts and serve the fleet control API (`/api/fleet…`,
     /// `/api/logs/…`, `/api/captures/…`, `POST /api/hosts/…/actions`). Default `false`.
     pub follow_fleet: bool,
+    /// Thread-per-core serving ([`Gateway::serve_workers`]) with this many worker threads;
+    /// `0` serves every connection on the caller's runtime ([`Gateway::serve`]).
+    /// Default: [`default_workers`] (one per CPU).
+    pub workers: usize,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -341,6 +380,7 @@ impl RunOptions {
             store: None,
             allow_unauthenticated_admin: false,
             follow_fleet: false,
+            workers: default_workers(),
         }
     }
 
@@ -475,13 +515,22 @@ where
         None => gw,
     };
     let gw = match control {
-        Some(c) => gw.with_control(c),
+        Some(c) => gw
+            .with_bench(Arc::new(bench_api::BenchApi::new(
+                c.clone(),
+                reg.clone(),
+                wiring.as_ref().map(|w| w.api.store().clone()),
+            )))
+            .with_control(c),
         None => gw,
     };
     if let Ok(a) = listener.local_addr() {
         tracing::info!(addr = %a, providers = reg.providers().len(), "gateway listening");
     }
-    let r = gw.serve(listener, shutdown).await;
+    let r = match opts.workers {
+        0 => gw.serve(listener, shutdown).await,
+        n => gw.serve_workers(listener, n, shutdown).await,
+    };
     poller.abort();
     if let Some(w) = wiring {
         w.shutdown().await;

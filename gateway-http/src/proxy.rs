@@ -159,6 +159,14 @@ impl Inner {
                 }
             }
             Route::Unknown
+                if crate::bench_api::BenchApi::serves(req.uri().path()) && self.bench.is_some() =>
+            {
+                match &self.bench {
+                    Some(b) => b.handle(req).await,
+                    None => Response::new(full("")),
+                }
+            }
+            Route::Unknown
                 if crate::control::ControlApi::serves(req.uri().path())
                     && self.control.is_some() =>
             {

@@ -9,10 +9,25 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use std::sync::Arc;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Most worker threads that get their own upstream pools; more share the last one.
+pub(crate) const MAX_WORKERS: usize = 64;
+
+thread_local! {
+    /// Which gateway worker thread this is (1-based; 0 = not a worker thread).
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as gateway worker `i` (1-based): its upstream requests use the
+/// worker's own connection pools, so a pooled connection's task runs on the thread that uses it.
+pub(crate) fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i.min(MAX_WORKERS)));
+}
 
 /// Per-provider timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,12 +142,70 @@ struct Limiter {
 /// The HTTP client type used for every upstream.
 pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// One pooled client per gateway worker thread (built on first use), all sharing one connector
+/// (and so one TLS configuration). hyper-util's client runs each pooled connection as a task on
+/// the runtime that opened it; keeping a pool per worker thread keeps the downstream request and
+/// the upstream connection on the same thread, so handing bytes between them is a local wake-up
+/// instead of a cross-thread one.
+pub(crate) struct WorkerClients {
+    connector: HttpsConnector<HttpConnector>,
+    slots: Box<[OnceLock<HttpClient>]>,
+}
+
+impl std::fmt::Debug for WorkerClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let built = self.slots.iter().filter(|s| s.get().is_some()).count();
+        f.debug_struct("WorkerClients")
+            .field("pools", &built)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerClients {
+    fn new(connector: HttpsConnector<HttpConnector>) -> Self {
+        Self {
+            connector,
+            slots: (0..=MAX_WORKERS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The calling thread's client.
+    pub(crate) fn get(&self) -> &HttpClient {
+        let i = WORKER.with(Cell::get).min(self.slots.len() - 1);
+        self.slots[i].get_or_init(|| client_with(self.connector.clone()))
+    }
+
+    /// Sends `req` over the calling thread's pool.
+    pub(crate) fn request(
+        &self,
+        req: http::Request<Full<Bytes>>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
+        self.get().request(req)
+    }
+}
+
+/// The rustls client configuration shared by every upstream connector (webpki roots, ring).
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, GatewayError> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            use hyper_rustls::ConfigBuilderExt as _;
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| Arc::new(b.with_webpki_roots().with_no_client_auth()))
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| GatewayError::Config(format!("TLS setup failed: {e}")))
+}
+
 /// One provider's upstream state (shared by all requests to it).
 #[derive(Debug)]
 pub struct Upstream {
     pub(crate) provider: Arc<str>,
     pub(crate) provider_header: HeaderValue,
-    pub(crate) client: HttpClient,
+    pub(crate) client: WorkerClients,
     pub(crate) main: Endpoint,
     pub(crate) sidecar: Option<Endpoint>,
     pub(crate) headers: HeaderMap,
@@ -141,28 +214,59 @@ pub struct Upstream {
     limiter: Option<Limiter>,
 }
 
-/// Builds the pooled HTTP(S) client for one provider.
-pub(crate) fn build_client(connect_timeout: Duration) -> Result<HttpClient, GatewayError> {
+/// The HTTP(S) connector: `TCP_NODELAY`, connect timeout, TCP keep-alive, rustls for https.
+fn connector(connect_timeout: Duration) -> Result<HttpsConnector<HttpConnector>, GatewayError> {
+    Ok(connector_with(connect_timeout, (*tls_config()?).clone()))
+}
+
+fn connector_with(
+    connect_timeout: Duration,
+    tls: rustls::ClientConfig,
+) -> HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
     http.enforce_http(false);
     http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-        .map_err(|e| GatewayError::Config(format!("TLS setup failed: {e}")))?
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+        .wrap_connector(http)
+}
+
+fn client_with(connector: HttpsConnector<HttpConnector>) -> HttpClient {
+    Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(https))
+        .build(connector)
+}
+
+/// Builds a pooled HTTP(S) client (inventory polls, `/props` reads).
+pub(crate) fn build_client(connect_timeout: Duration) -> Result<HttpClient, GatewayError> {
+    Ok(client_with(connector(connect_timeout)?))
 }
 
 impl Upstream {
     /// Builds the upstream state from its spec (parses URLs, renders headers, creates the pool).
+    /// https providers are verified against the webpki (Mozilla) roots.
     pub fn new(spec: &UpstreamSpec) -> Result<Self, GatewayError> {
+        Self::build(spec, connector(spec.timeouts.connect)?)
+    }
+
+    /// Like [`Upstream::new`] with a custom rustls configuration for https providers (a private
+    /// CA, client certificates).
+    pub fn with_tls_config(
+        spec: &UpstreamSpec,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, GatewayError> {
+        Self::build(spec, connector_with(spec.timeouts.connect, tls))
+    }
+
+    fn build(
+        spec: &UpstreamSpec,
+        connector: HttpsConnector<HttpConnector>,
+    ) -> Result<Self, GatewayError> {
         let main = Endpoint::parse(&spec.provider, &spec.base_url, spec.base_includes_version)?;
         let sidecar = spec
             .sidecar_url
@@ -199,7 +303,7 @@ impl Upstream {
         Ok(Self {
             provider: spec.provider.as_str().into(),
             provider_header,
-            client: build_client(spec.timeouts.connect)?,
+            client: WorkerClients::new(connector),
             main,
             sidecar,
             headers,

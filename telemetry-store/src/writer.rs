@@ -2,6 +2,7 @@
 //!
 //! [`BatchWriterHandle::try_record`] pushes into a bounded channel with `try_send` (no await, no
 //! lock). A single writer task drains it and flushes every `flush_interval` or `max_batch` rows
+//! (checked every `flush_interval / 10`, so a busy gateway never wakes the writer per record)
 //! with one multi-row insert per record kind. When the store fails, the batch is kept and
 //! retried with exponential backoff; meanwhile the channel fills and, once full, new records are
 //! dropped and counted. Shutdown flushes what is buffered.
@@ -273,6 +274,8 @@ async fn run(
 ) {
     let cfg = Arc::new(cfg);
     let max_batch = cfg.max_batch.max(1);
+    // How often a partly filled batch looks for more rows (a full batch leaves within a tick).
+    let tick = (cfg.flush_interval / 10).max(Duration::from_millis(1));
     let in_flight = u32::try_from(cfg.max_in_flight.clamp(1, 64)).unwrap_or(1);
     let slots = Arc::new(Semaphore::new(in_flight as usize));
     let (deadline_tx, deadline_rx) = watch::channel(None::<Instant>);
@@ -298,33 +301,48 @@ async fn run(
         };
         let mut batch = Batch::default();
         let mut closed = false;
-        let mut deadline = None;
-        while batch.len < max_batch {
-            if stopping {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => {
-                        closed = true;
-                        break;
-                    }
-                }
-                continue;
-            }
-            let flush_at = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        // The first record is awaited (one wake-up per batch); after it the task does not wait
+        // on the channel again until the batch is handed off: it drains what is queued, then
+        // sleeps a short tick. A sender then never has to wake the writer, so recording a
+        // request costs a channel push, not a cross-thread wake-up per record.
+        if !stopping {
             tokio::select! {
                 r = rx.recv() => match r {
-                    Some(r) => {
-                        if deadline.is_none() {
-                            deadline = Some(Instant::now() + cfg.flush_interval);
-                        }
-                        batch.push(r);
-                    }
-                    None => {
-                        closed = true;
-                        break;
-                    }
+                    Some(r) => batch.push(r),
+                    None => closed = true,
                 },
-                _ = tokio::time::sleep_until(flush_at), if deadline.is_some() => break,
+                _ = stop.changed() => {
+                    stopping = true;
+                    rx.close();
+                    let _ = deadline_tx.send(Some(Instant::now() + cfg.shutdown_timeout));
+                }
+            }
+        }
+        let deadline = Instant::now() + cfg.flush_interval;
+        while !closed && batch.len < max_batch {
+            match rx.try_recv() {
+                Ok(r) => {
+                    batch.push(r);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            if stopping {
+                // Closed channel drained: hand off what is left, then stop.
+                closed = true;
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let wake = deadline.min(now + tick);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
                 _ = stop.changed() => {
                     stopping = true;
                     rx.close();
