@@ -518,6 +518,7 @@ impl PreparedRun {
             suite.api,
             &suite.grid.prompt_tokens,
             &self.req.id,
+            self.inner.opts.request_timeout,
         )
         .await;
         let sizing = format!("{}: {}", target.id, prompts.sizing);

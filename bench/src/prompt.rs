@@ -80,12 +80,13 @@ async fn probe(
     api: Api,
     content: &str,
     run_id: &str,
+    timeout: Duration,
 ) -> Option<u32> {
     let req = BenchRequest {
         path: api.path(),
         body: probe_body(api, &target.model, content),
         run_id: run_id.to_owned(),
-        timeout: Duration::from_secs(120),
+        timeout,
     };
     let o = client.send(target, &req, Instant::now()).await;
     if o.error.is_some() {
@@ -96,13 +97,15 @@ async fn probe(
 }
 
 impl PromptBook {
-    /// Sizes prompts of `lengths` tokens for `target` (see the module docs).
+    /// Sizes prompts of `lengths` tokens for `target` (see the module docs); each probe request
+    /// gives up after `timeout`.
     pub async fn build(
         client: &dyn BenchClient,
         target: &Target,
         api: Api,
         lengths: &[u32],
         run_id: &str,
+        timeout: Duration,
     ) -> PromptBook {
         let max = lengths.iter().copied().max().unwrap_or(1) as usize;
         let filler = filler_text((max * 8 + 64).max(4096));
@@ -110,7 +113,7 @@ impl PromptBook {
         // Exact sizing through the tokenizer.
         let probe_text = &filler[..filler.len().min(400)];
         if let Ok(Some(n_probe)) = client.tokenize(target, probe_text).await {
-            let overhead = probe(client, target, api, probe_text, run_id)
+            let overhead = probe(client, target, api, probe_text, run_id, timeout)
                 .await
                 .map_or(0, |p| i64::from(p) - i64::from(n_probe));
             let mut ok = true;
@@ -146,8 +149,8 @@ impl PromptBook {
         // Calibrated estimate: two probes, linear fit.
         let (l1, l2) = (400usize, 1600usize);
         let (a, b) = (
-            probe(client, target, api, &filler[..l1], run_id).await,
-            probe(client, target, api, &filler[..l2], run_id).await,
+            probe(client, target, api, &filler[..l1], run_id, timeout).await,
+            probe(client, target, api, &filler[..l2], run_id, timeout).await,
         );
         let (cpt, overhead, sizing) = match (a, b) {
             (Some(a), Some(b)) if b > a => {

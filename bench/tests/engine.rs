@@ -20,6 +20,7 @@ struct Script {
     tokens: u32,
     gap: Duration,
     fail: bool,
+    tokenizer: bool,
     inflight: Mutex<BTreeMap<String, u32>>,
     peak: Mutex<BTreeMap<String, u32>>,
     total_inflight: AtomicU32,
@@ -34,6 +35,7 @@ impl Script {
             tokens,
             gap: Duration::from_millis(gap_ms),
             fail: false,
+            tokenizer: false,
             inflight: Mutex::new(BTreeMap::new()),
             peak: Mutex::new(BTreeMap::new()),
             total_inflight: AtomicU32::new(0),
@@ -102,8 +104,9 @@ impl BenchClient for Script {
         o
     }
 
-    async fn tokenize(&self, _t: &Target, _text: &str) -> Result<Option<u32>, BenchError> {
-        Ok(None)
+    async fn tokenize(&self, _t: &Target, text: &str) -> Result<Option<u32>, BenchError> {
+        // Same tokenizer as the scripted server, minus its 6-token chat template.
+        Ok(self.tokenizer.then(|| (text.len() as u32).div_ceil(4)))
     }
 }
 
@@ -682,4 +685,30 @@ async fn cancel_stops_the_run_promptly_and_frees_the_host() {
         .unwrap()
         .as_millis() as u64;
     assert!(access.current("gpu", now).is_none());
+}
+
+#[tokio::test]
+async fn prompts_are_sized_with_the_tokenizer_when_there_is_one() {
+    let mut s = Script::new(1, 2, 1);
+    s.tokenizer = true;
+    let e = engine(
+        Arc::new(s),
+        Arc::default(),
+        Arc::new(InMemoryHostAccess::new(60_000)),
+    );
+    let yaml = "name: tok\ngrid:\n  prompt_tokens: [16, 128, 3000]\n  max_tokens: [2]\n";
+    let r = e
+        .run(run("tok", yaml, vec![target("a", "gpu", Lane::Local)]), &())
+        .await
+        .unwrap();
+    assert_eq!(
+        r.client.prompt_sizing,
+        ["a: tokenize (template overhead 6 tokens)"]
+    );
+    let got: Vec<f64> = r.targets[0]
+        .cells
+        .iter()
+        .map(|c| c.metrics.prompt_tokens.p50)
+        .collect();
+    assert_eq!(got, [16.0, 128.0, 3000.0]);
 }

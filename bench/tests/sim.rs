@@ -384,3 +384,104 @@ async fn a_15_percent_slower_build_regresses_and_5_percent_does_not() {
     }
     assert_eq!((c15.regressions(), c5.regressions()), (2, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_faults_become_request_errors_not_a_crash() {
+    let h = host("gpu-5", vec![model("qwen", 500.0)]).await;
+    let e = engine(
+        vec![Arc::clone(&h)],
+        Arc::new(InMemoryHostAccess::new(60_000)),
+    )
+    .with_options(boo_bench::EngineOptions {
+        request_timeout: Duration::from_millis(300),
+        ..boo_bench::EngineOptions::default()
+    });
+    let yaml =
+        "name: faults\ngrid:\n  prompt_tokens: [32]\n  max_tokens: [8]\nlimits:\n  requests: 8\n";
+    // Every request fails with the upstream's 500 (fleet-sim's rate spreading counts a
+    // streaming request twice, so a fractional rate does not map onto streamed requests).
+    h.faults().set_error_rate(1.0);
+    let r = e
+        .run(req("f1", yaml, vec![target(&h, "qwen")]), &())
+        .await
+        .unwrap();
+    let c = &r.targets[0].cells[0];
+    assert_eq!(
+        (c.requests, c.ok, c.errors),
+        (8, 0, 8),
+        "{:?}",
+        c.error_examples
+    );
+    assert!(
+        c.error_examples[0].starts_with("HTTP 500"),
+        "{:?}",
+        c.error_examples
+    );
+    assert_eq!(
+        c.metrics.ttft_ms.count, 0,
+        "failures stay out of the statistics"
+    );
+    assert_eq!(
+        r.status,
+        RunStatus::Completed,
+        "request errors do not fail the run"
+    );
+    // The calibration probes failed too: the estimate says so.
+    assert!(
+        r.client.prompt_sizing[0].contains("uncalibrated"),
+        "{:?}",
+        r.client
+    );
+    h.faults().set_error_rate(0.0);
+
+    // Streams cut after 3 chunks (no [DONE]): errors, and max_errors stops the cell.
+    h.faults().cut_stream_after(Some(3));
+    let y2 = format!("{yaml}  max_errors: 2\n");
+    let r = e
+        .run(req("f2", &y2, vec![target(&h, "qwen")]), &())
+        .await
+        .unwrap();
+    let c = &r.targets[0].cells[0];
+    assert_eq!(c.stopped, boo_bench::StopReason::Errors);
+    assert_eq!((c.ok, c.errors), (0, 2));
+    assert!(
+        c.error_examples[0].contains("stream"),
+        "{:?}",
+        c.error_examples
+    );
+    h.faults().cut_stream_after(None);
+
+    // A hanging upstream hits the per-request timeout.
+    h.faults().hang_for(Duration::from_secs(5));
+    let y3 =
+        "name: hang\ngrid:\n  prompt_tokens: [32]\n  max_tokens: [8]\nlimits:\n  requests: 1\n";
+    let r = e
+        .run(req("f3", y3, vec![target(&h, "qwen")]), &())
+        .await
+        .unwrap();
+    let c = &r.targets[0].cells[0];
+    assert_eq!(c.errors, 1);
+    assert!(
+        c.error_examples[0].contains("timed out"),
+        "{:?}",
+        c.error_examples
+    );
+    h.faults().clear_hang();
+
+    // Host down: the load fails, the target fails, nothing panics.
+    h.faults().host_down().await;
+    let r = e
+        .run(req("f4", y3, vec![target(&h, "qwen")]), &())
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    assert!(
+        r.targets[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("could not load"),
+        "{:?}",
+        r.targets[0].error
+    );
+}
