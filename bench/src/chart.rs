@@ -96,11 +96,14 @@ fn x_of(load: &CellLoad, by_rate: bool) -> Option<f64> {
     }
 }
 
+/// One line per target drawn from a cell: (label suffix, dashed, value of the cell).
+type Metric = (&'static str, bool, fn(&crate::CellResult) -> Option<f64>);
+
 fn xy(
     r: &RunResult,
     title: &str,
     y_label: &str,
-    metrics: &[(&str, bool, fn(&crate::CellResult) -> Option<f64>)],
+    metrics: &[Metric],
 ) -> XyChart {
     let by_rate = !r
         .targets
