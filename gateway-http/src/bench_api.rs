@@ -1,6 +1,6 @@
 //! Speed benchmarks run inside the gateway (`/api/bench/…`).
 //!
-//! The gateway owns what a safe run needs: the [`HostAccess`](boo_fleet_core::HostAccess)
+//! The gateway owns what a safe run needs: the `HostAccess`
 //! leases and the live fleet ([`ControlApi`]), the registry that resolves composite target ids,
 //! and the telemetry store. [`BenchApi`] wires them into a [`boo_bench::Engine`]:
 //!
