@@ -198,6 +198,7 @@ impl Engine {
             inner: Arc::clone(&self.inner),
             leases: Mutex::new(Vec::new()),
             cancel: CancelHandle::default(),
+            lost: Mutex::new(BTreeSet::new()),
             req,
         };
         let mut providers: Vec<&Target> = Vec::new();
@@ -294,6 +295,7 @@ pub struct PreparedRun {
     leases: Mutex<Vec<Lease>>,
     req: RunRequest,
     cancel: CancelHandle,
+    lost: Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for PreparedRun {
@@ -333,6 +335,12 @@ impl PreparedRun {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn lock_lost(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The run id.
     pub fn id(&self) -> &str {
         &self.req.id
@@ -348,8 +356,11 @@ impl PreparedRun {
         self.lock_leases().clone()
     }
 
-    /// Renews the lease on `provider`; false when it was lost.
+    /// Renews the lease on `provider`; false when it was lost (now or earlier).
     fn renew(&self, provider: &str) -> bool {
+        if self.lock_lost().contains(provider) {
+            return false;
+        }
         let now = (self.inner.now_ms)();
         let mut g = self.lock_leases();
         let Some(l) = g.iter_mut().find(|l| l.provider == provider) else {
@@ -398,8 +409,26 @@ impl PreparedRun {
                 });
             },
             |i| this.run_target(i, origin, progress),
-        )
-        .await;
+        );
+        // Keep every lease alive for the whole run (model loads can outlast a lease's TTL);
+        // a lease that cannot be renewed makes its targets fail at the next check.
+        let renew_every = self.inner.opts.lease_renew_every;
+        let renewer = async {
+            loop {
+                tokio::time::sleep(renew_every).await;
+                let providers: Vec<String> =
+                    self.leases().into_iter().map(|l| l.provider).collect();
+                for p in providers {
+                    if !self.renew(&p) {
+                        self.lock_lost().insert(p);
+                    }
+                }
+            }
+        };
+        let outs = tokio::select! {
+            outs = outs => outs,
+            () = renewer => unreachable!("the renewer never ends"),
+        };
         let mut targets = Vec::with_capacity(outs.len());
         let mut samples = Vec::new();
         let mut sizing = Vec::new();

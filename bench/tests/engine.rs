@@ -118,6 +118,7 @@ struct Fleet {
     foreign: Arc<AtomicU64>,
     swaps: Arc<Mutex<Vec<String>>>,
     load_fails: bool,
+    slow_load: bool,
 }
 
 struct Session {
@@ -170,10 +171,11 @@ impl ModelLoader for Fleet {
                 reason: "out of memory".into(),
             });
         }
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        let ms = if self.slow_load { 300 } else { 30 };
+        tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok(LoadReport {
             already_loaded: false,
-            load_ms: 30.0,
+            load_ms: ms as f64,
         })
     }
 }
@@ -711,4 +713,84 @@ async fn prompts_are_sized_with_the_tokenizer_when_there_is_one() {
         .map(|c| c.metrics.prompt_tokens.p50)
         .collect();
     assert_eq!(got, [16.0, 128.0, 3000.0]);
+}
+
+#[tokio::test]
+async fn leases_are_renewed_through_a_long_load_and_a_lost_lease_fails_the_target() {
+    // Leases last 100 ms; the load takes 300 ms; renewal every 20 ms keeps the host ours.
+    let access = Arc::new(InMemoryHostAccess::new(100));
+    let fleet = Arc::new(Fleet {
+        slow_load: true,
+        ..Fleet::default()
+    });
+    let opts = EngineOptions {
+        lease_renew_every: Duration::from_millis(20),
+        ..EngineOptions::default()
+    };
+    let e =
+        engine(Arc::new(Script::new(1, 1, 1)), fleet, access.clone()).with_options(opts.clone());
+    let yaml = "name: s\ngrid:\n  prompt_tokens: [16]\n  max_tokens: [1]\n";
+    let prepared = e
+        .prepare(run("long", yaml, vec![target("a", "gpu", Lane::Local)]))
+        .await
+        .unwrap();
+    let e2 = e.clone();
+    let intruder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        e2.prepare(run("intruder", yaml, vec![target("b", "gpu", Lane::Local)]))
+            .await
+            .map(|_| ())
+    });
+    let r = prepared.execute(&()).await;
+    assert_eq!(r.status, RunStatus::Completed, "{:?}", r.targets[0].error);
+    let err = intruder.await.unwrap().unwrap_err();
+    assert!(matches!(err, BenchError::HostBusy { .. }), "{err}");
+
+    // A lease store that refuses renewals: the target fails instead of measuring unguarded.
+    struct NoRenew(InMemoryHostAccess);
+    impl HostAccess for NoRenew {
+        fn acquire(
+            &self,
+            p: &str,
+            purpose: &str,
+            holder: &str,
+            now: u64,
+        ) -> Result<boo_fleet_core::Lease, boo_fleet_core::Denied> {
+            self.0.acquire(p, purpose, holder, now)
+        }
+        fn renew(
+            &self,
+            l: &boo_fleet_core::Lease,
+            _now: u64,
+        ) -> Result<boo_fleet_core::Lease, boo_fleet_core::Denied> {
+            Err(boo_fleet_core::Denied {
+                reason: format!("lease {} was taken over", l.token),
+                held_by: None,
+            })
+        }
+        fn release(&self, l: &boo_fleet_core::Lease) -> bool {
+            self.0.release(l)
+        }
+        fn current(&self, p: &str, now: u64) -> Option<boo_fleet_core::Lease> {
+            self.0.current(p, now)
+        }
+    }
+    let e = Engine::new(
+        Arc::new(Script::new(1, 1, 1)),
+        Arc::new(NoRenew(InMemoryHostAccess::new(60_000))),
+        Arc::new(NoFleet),
+        Arc::new(NoFleet),
+    );
+    let r = e
+        .run(run("nr", yaml, vec![target("a", "gpu", Lane::Local)]), &())
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    assert!(
+        r.targets[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("lease on `gpu` was lost")
+    );
 }
