@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use boo_fleet_core::{HostAccess, Lease, Randomness, SplitMix64};
+use boo_fleet_core::{HostAccess, Lane, Lease, Randomness, SplitMix64};
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 
@@ -163,9 +163,9 @@ impl Engine {
     /// # Errors
     /// [`BenchError::InvalidSuite`] / [`BenchError::InvalidRun`] for bad input,
     /// [`BenchError::HostBusy`] when a lease is held by someone else,
-    /// [`BenchError::RequiresConfirmation`] when a host served foreign traffic within
+    /// [`BenchError::RequiresConfirmation`] when a local host served foreign traffic within
     /// [`EngineOptions::foreign_window`] and `takeover` is false (also when that cannot be
-    /// determined).
+    /// determined). Cloud targets skip this rule.
     pub async fn prepare(&self, req: RunRequest) -> Result<PreparedRun, BenchError> {
         req.suite.validate()?;
         let bad = |field: &str, problem: String| BenchError::InvalidRun {
@@ -226,7 +226,9 @@ impl Engine {
         }
         if !prepared.req.takeover {
             let window = self.inner.opts.foreign_window;
-            for t in &providers {
+            // The takeover rule protects local hosts (one GPU, shared with live chats); cloud
+            // APIs are shared by design and are only watched for pollution.
+            for t in providers.iter().filter(|t| t.lane == Lane::Local) {
                 // Unknown traffic counts as traffic: refuse unless takeover.
                 let n = self
                     .inner

@@ -464,6 +464,11 @@ async fn takeover_rule_and_lease() {
     assert_eq!(r.status, RunStatus::Completed);
     assert!(e.prepare(req2).await.is_ok(), "lease free after the run");
 
+    // Cloud targets are shared by design: no takeover needed.
+    let mut cloud = run("s4", yaml, vec![target("c", "openai", Lane::Cloud)]);
+    cloud.takeover = false;
+    assert!(e.prepare(cloud).await.is_ok());
+
     // Unknown traffic (watch failing) also needs confirmation.
     let fleet = Arc::new(Fleet {
         fail_recent: true,
