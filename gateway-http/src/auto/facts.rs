@@ -11,6 +11,7 @@ use boo_provider_registry::{Lane as RegLane, ProviderKind, Registry};
 use boo_routing::{CandidateFacts, FleetView, Lane, Liveness};
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,8 +34,9 @@ pub trait LiveFleet: Send + Sync + 'static {
     fn queue_wait_ms(&self, _provider: &ProviderId) -> Option<u64> {
         None
     }
-    /// Measured time to load `model` on its host (cold-start cost), if known.
-    fn load_ms(&self, _model: &ModelRef) -> Option<u64> {
+    /// Measured times to load models on their hosts (cold-start costs), ms, if any are known.
+    /// Called once per decision; keep it cheap (an `Arc` clone).
+    fn load_times(&self) -> Option<Arc<HashMap<ModelRef, u64>>> {
         None
     }
 }
@@ -54,6 +56,7 @@ pub fn fleet_view(
     speed: &dyn Fn(&ModelRef) -> Option<Speed>,
 ) -> FleetView {
     let inv = live.inventory();
+    let loads = live.load_times();
     let mut facts = Vec::new();
     for p in registry.providers().iter().filter(|p| p.enabled) {
         let liveness = live.liveness(&p.id);
@@ -74,7 +77,7 @@ pub fn fleet_view(
             c.lane = lane;
             c.liveness = liveness;
             c.queue_wait_ms = queue;
-            c.load_ms = live.load_ms(&c.model);
+            c.load_ms = loads.as_ref().and_then(|l| l.get(&c.model).copied());
             if let Some(sp) = speed(&c.model) {
                 c.gen_tps = sp.gen_tps;
                 c.prompt_tps = sp.prompt_tps;

@@ -15,7 +15,7 @@ use boo_model_ref::{Inventory, InventoryModel, LoadState, ModelRef, ProviderId};
 use boo_routing::Liveness;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use tokio::sync::broadcast::error::RecvError;
 
 /// Maps a fleet-core model state to the routing/inventory one.
@@ -54,7 +54,7 @@ pub struct HubFleet {
     fallback: Arc<dyn LiveFleet>,
     followed: HashSet<ProviderId>,
     generation: Arc<AtomicU64>,
-    load_ms: Arc<Mutex<HashMap<ModelRef, u64>>>,
+    load_ms: Arc<RwLock<Arc<HashMap<ModelRef, u64>>>>,
     merged: RwLock<Option<Arc<Merged>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -84,7 +84,7 @@ impl HubFleet {
             .filter_map(|h| h.provider.parse().ok())
             .collect();
         let generation = Arc::new(AtomicU64::new(1));
-        let load_ms: Arc<Mutex<HashMap<ModelRef, u64>>> = Arc::default();
+        let load_ms: Arc<RwLock<Arc<HashMap<ModelRef, u64>>>> = Arc::default();
         let task = {
             let generation = generation.clone();
             let load_ms = load_ms.clone();
@@ -107,10 +107,9 @@ impl HubFleet {
                                             && t1 >= t0
                                             && let Ok(m) = format!("{}/{}", key.0, key.1).parse()
                                         {
-                                            load_ms
-                                                .lock()
-                                                .unwrap_or_else(|e| e.into_inner())
-                                                .insert(m, t1 - t0);
+                                            let mut g =
+                                                load_ms.write().unwrap_or_else(|e| e.into_inner());
+                                            Arc::make_mut(&mut g).insert(m, t1 - t0);
                                         }
                                     }
                                     _ => {
@@ -208,13 +207,17 @@ impl LiveFleet for HubFleet {
         self.fallback.queue_wait_ms(provider)
     }
 
-    fn load_ms(&self, model: &ModelRef) -> Option<u64> {
-        self.load_ms
-            .lock()
+    fn load_times(&self) -> Option<Arc<HashMap<ModelRef, u64>>> {
+        let mine = self
+            .load_ms
+            .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(model)
-            .copied()
-            .or_else(|| self.fallback.load_ms(model))
+            .clone();
+        if mine.is_empty() {
+            self.fallback.load_times()
+        } else {
+            Some(mine)
+        }
     }
 }
 
@@ -265,7 +268,7 @@ mod tests {
         let m: ModelRef = "desk/coder".parse().unwrap();
         let mut ok = false;
         for _ in 0..100 {
-            if live.load_ms(&m) == Some(3_500) {
+            if live.load_times().and_then(|l| l.get(&m).copied()) == Some(3_500) {
                 ok = true;
                 break;
             }
