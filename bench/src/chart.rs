@@ -99,12 +99,7 @@ fn x_of(load: &CellLoad, by_rate: bool) -> Option<f64> {
 /// One line per target drawn from a cell: (label suffix, dashed, value of the cell).
 type Metric = (&'static str, bool, fn(&crate::CellResult) -> Option<f64>);
 
-fn xy(
-    r: &RunResult,
-    title: &str,
-    y_label: &str,
-    metrics: &[Metric],
-) -> XyChart {
+fn xy(r: &RunResult, title: &str, y_label: &str, metrics: &[Metric]) -> XyChart {
     let by_rate = !r
         .targets
         .iter()
@@ -331,11 +326,13 @@ where
                 .draw_series(LineSeries::new(s.points.iter().copied(), style))
                 .map_err(e)?
         };
+        let dashed = s.dashed;
         anno.label(&s.label).legend(move |(x, y)| {
-            PathElement::new(
-                vec![(x, y), (x + 18, y)],
-                ShapeStyle::from(color).stroke_width(2),
-            )
+            let style = ShapeStyle::from(color).stroke_width(2);
+            let gap = if dashed { 5 } else { 0 };
+            EmptyElement::at((x, y))
+                + PathElement::new(vec![(0, 0), (7, 0)], style)
+                + PathElement::new(vec![(7 + gap, 0), (18, 0)], style)
         });
         chart
             .draw_series(
@@ -345,9 +342,19 @@ where
             )
             .map_err(e)?;
     }
+    // keep the legend off the high end of the curves
+    let rising = c
+        .series
+        .iter()
+        .filter_map(|s| Some((s.points.first()?.1, s.points.last()?.1)))
+        .any(|(a, b)| b > a);
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(if rising {
+            SeriesLabelPosition::UpperLeft
+        } else {
+            SeriesLabelPosition::UpperRight
+        })
         .label_font((FONT, 13))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
