@@ -386,6 +386,8 @@ where
             .unwrap_or(0) as f64
     };
     let ((x0, x1), (y0, y1)) = bounds(points.iter().map(|p| (index(p), p.gen_tps)));
+    // half width of the box around a baseline point
+    let bw = (x1 - x0) * 0.008;
     let mut chart = ChartBuilder::on(root)
         .caption(title, (FONT, 22))
         .margin(16)
@@ -444,7 +446,7 @@ where
             if p.baseline {
                 chart
                     .draw_series([Rectangle::new(
-                        [(at.0 - 0.06, at.1 * 0.985), (at.0 + 0.06, at.1 * 1.015)],
+                        [(at.0 - bw, at.1 * 0.985), (at.0 + bw, at.1 * 1.015)],
                         ShapeStyle::from(BLACK).stroke_width(1),
                     )])
                     .map_err(e)?;

@@ -414,3 +414,38 @@ async fn foreign_traffic_requires_takeover_and_is_counted_during_the_run() {
         "{reasons:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_during_the_run_marks_it_polluted() {
+    let gw = start().await;
+    let url = format!("{}/api/bench/runs", gw.base);
+    let (s, v) = call("POST", &url, Some(TOKEN), Some(run_body(false))).await;
+    assert_eq!(s, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    wait("run measuring", || async {
+        let (_, v) = call("GET", &format!("{url}/{id}"), None, None).await;
+        v["progress"]["phase"] == "measuring" || v["run"]["status"] != "running"
+    })
+    .await;
+    // someone loads another model on the host: llama-swap swaps alpha out
+    let chat =
+        json!({"model": "beta", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
+    let r = boo_fleet_sim::client::post_json(&gw.sim.base_url(), "/v1/chat/completions", &chat)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let done = finished(&gw, &id).await;
+    assert_eq!(done["run"]["polluted"], true, "{done}");
+    let reasons: Vec<String> = done["run"]["pollution_reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("swap") && (r.contains("alpha") || r.contains("beta"))),
+        "{reasons:?}"
+    );
+}
