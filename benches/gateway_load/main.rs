@@ -60,7 +60,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "direct,nginx,gateway"
+        default_value = "direct,nginx,gateway,auto"
     )]
     paths: Vec<PathKind>,
     /// Upstreams to measure against.
@@ -100,8 +100,11 @@ enum PathKind {
     Direct,
     /// Through nginx `proxy_pass` (one worker, upstream keep-alive).
     Nginx,
-    /// Through the boocontrol gateway.
+    /// Through the boocontrol gateway, composite model id (`static/static`).
     Gateway,
+    /// Through the gateway, virtual model `auto:bench-<provider>`: a routing policy whose
+    /// single candidate is the same upstream (the cost of `auto:*` routing).
+    Auto,
 }
 
 impl PathKind {
@@ -110,6 +113,7 @@ impl PathKind {
             PathKind::Direct => "direct",
             PathKind::Nginx => "nginx",
             PathKind::Gateway => "gateway",
+            PathKind::Auto => "auto",
         }
     }
 }
@@ -202,7 +206,8 @@ fn run(args: &Args, work_dir: &Path) -> anyhow::Result<()> {
         work_dir.display()
     );
 
-    let want_gateway = args.paths.contains(&PathKind::Gateway);
+    let want_gateway =
+        args.paths.contains(&PathKind::Gateway) || args.paths.contains(&PathKind::Auto);
     let want_sim = args.upstreams.contains(&UpKind::Sim);
     if !args.no_build && (want_gateway || want_sim) {
         build_examples(want_gateway, want_sim);
@@ -347,7 +352,17 @@ fn run(args: &Args, work_dir: &Path) -> anyhow::Result<()> {
     for u in &upstreams {
         for (path, addr, model) in paths_for(u, &args.paths, gateway.map(|g| g.0)) {
             let body = tiny_body(&model);
-            match load::one_shot(addr, "POST", "/v1/chat/completions", &body) {
+            // `auto:*` needs the gateway's first inventory poll; give it a few seconds.
+            let until = std::time::Instant::now() + Duration::from_secs(15);
+            let mut res = load::one_shot(addr, "POST", "/v1/chat/completions", &body);
+            while path == PathKind::Auto
+                && !matches!(res, Ok((200, _)))
+                && std::time::Instant::now() < until
+            {
+                std::thread::sleep(Duration::from_millis(200));
+                res = load::one_shot(addr, "POST", "/v1/chat/completions", &body);
+            }
+            match res {
                 Ok((200, _)) => {}
                 Ok((st, b)) => bail!(
                     "{} via {}: HTTP {st}: {}",
@@ -376,7 +391,9 @@ fn run(args: &Args, work_dir: &Path) -> anyhow::Result<()> {
                     warmup,
                     duration,
                     stream: false,
-                    cpu_pid: (path == PathKind::Gateway).then(|| gateway.map(|g| g.1)).flatten(),
+                    cpu_pid: matches!(path, PathKind::Gateway | PathKind::Auto)
+                        .then(|| gateway.map(|g| g.1))
+                        .flatten(),
                 };
                 let stats = load::run_cell(&cell);
                 print_progress(u.name, "tiny", path, c, &stats);
@@ -402,7 +419,9 @@ fn run(args: &Args, work_dir: &Path) -> anyhow::Result<()> {
                     warmup,
                     duration,
                     stream: true,
-                    cpu_pid: (path == PathKind::Gateway).then(|| gateway.map(|g| g.1)).flatten(),
+                    cpu_pid: matches!(path, PathKind::Gateway | PathKind::Auto)
+                        .then(|| gateway.map(|g| g.1))
+                        .flatten(),
                 };
                 let stats = load::run_cell(&cell);
                 print_progress(u.name, &stream_load, path, c, &stats);
@@ -502,9 +521,19 @@ fn paths_for(
                     out.push((p, a, format!("{}/{}", provider_id(u.kind), u.wire_model)));
                 }
             }
+            PathKind::Auto => {
+                if let Some(a) = gateway {
+                    out.push((p, a, auto_model(u.kind)));
+                }
+            }
         }
     }
     out
+}
+
+/// The `auto:*` policy routing to upstream `k` only.
+fn auto_model(k: UpKind) -> String {
+    format!("auto:bench-{}", provider_id(k))
 }
 
 fn provider_id(k: UpKind) -> &'static str {
@@ -612,7 +641,18 @@ fn start_gateway(
             json!({"id": "trickle", "kind": "llama-server", "base_url": format!("http://{t}")}),
         );
     }
-    let config = json!({ "providers": providers });
+    // One `auto:*` policy per upstream, with that upstream as its single candidate.
+    let policies: Vec<Value> = upstreams
+        .iter()
+        .map(|u| {
+            json!({
+                "name": auto_model(u.kind),
+                "candidates": [format!("{}/{}", provider_id(u.kind), u.wire_model)],
+                "order": ["priority"],
+            })
+        })
+        .collect();
+    let config = json!({ "providers": providers, "policies": policies });
     let config_path = dir.join("boocontrol.json");
     std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)?;
     let port = free_port()?;
@@ -769,7 +809,43 @@ fn render(
         );
     }
 
-    if paths.contains(&PathKind::Gateway) {
+    if paths.contains(&PathKind::Auto) {
+        let _ = writeln!(
+            o,
+            "\n## `auto:*` routing vs composite id (same upstream, same run; streaming rows: TTFT)\n"
+        );
+        let _ = writeln!(
+            o,
+            "| upstream | load | c | auto req/s | gateway req/s | auto − gateway p50 | auto − gateway p99 |"
+        );
+        let _ = writeln!(o, "|---|---|---:|---:|---:|---:|---:|");
+        for r in rows.iter().filter(|r| r.path == PathKind::Auto) {
+            let Some(g) = find(rows, r.upstream, &r.load, PathKind::Gateway, r.concurrency) else {
+                continue;
+            };
+            let stream = r.load.starts_with("stream");
+            let pick = |s: &load::CellStats, qq: f64| {
+                if stream {
+                    i128::from(s.ttft.value_at_quantile(qq))
+                } else {
+                    q(s, qq)
+                }
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {:.0} | {:.0} | {} | {} |",
+                r.upstream,
+                r.load,
+                r.concurrency,
+                r.stats.rps(),
+                g.rps(),
+                signed_us(pick(&r.stats, 0.5) - pick(g, 0.5)),
+                signed_us(pick(&r.stats, 0.99) - pick(g, 0.99)),
+            );
+        }
+    }
+
+    if paths.contains(&PathKind::Gateway) || paths.contains(&PathKind::Auto) {
         let _ = writeln!(o, "\n## Gateway memory (VmRSS of the gateway process)\n");
         let _ = writeln!(o, "| state | VmRSS | VmHWM (peak) |");
         let _ = writeln!(o, "|---|---:|---:|");
