@@ -449,3 +449,91 @@ async fn a_swap_during_the_run_marks_it_polluted() {
         "{reasons:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_flags_a_15_percent_slower_run_and_not_a_5_percent_one() {
+    use boo_telemetry_store::{BenchBaselineRow, BenchCellRow, BenchRunRow, BenchTargetRow};
+    let gw = start().await;
+    let t0 = chrono::Utc::now() - chrono::Duration::hours(3);
+    for (i, (id, tps)) in [("base", 100.0), ("minus5", 95.0), ("minus15", 85.0)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = BenchRunRow::started(
+            id,
+            "tiny",
+            "h",
+            vec![BenchTargetRow::new("gpu/alpha")],
+            t0 + chrono::Duration::minutes(i as i64),
+        );
+        gw.store.insert_bench_run(&r).await.unwrap();
+        gw.store
+            .put_bench_cells(&[BenchCellRow {
+                run_id: id.into(),
+                target: "gpu/alpha".into(),
+                cell_key: "p32-g16-c1".into(),
+                gen_tps: Some(tps),
+                ttft_p50_ms: Some(40.0),
+                stats: json!({}),
+            }])
+            .await
+            .unwrap();
+        r.status = BenchRunStatus::Completed;
+        r.finished_at = Some(r.started_at);
+        gw.store.update_bench_run(&r).await.unwrap();
+    }
+    gw.store
+        .set_bench_baseline(&BenchBaselineRow {
+            provider: "gpu".into(),
+            model: "alpha".into(),
+            suite: "tiny".into(),
+            cell_key: "p32-g16-c1".into(),
+            run_id: "base".into(),
+            set_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let (s, v) = call(
+        "GET",
+        &format!(
+            "{}/api/bench/history?target=gpu%2Falpha&suite=tiny",
+            gw.base
+        ),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let flags: Vec<(String, bool, bool)> = v["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["run_id"].as_str().unwrap().to_owned(),
+                p["regression"].as_bool().unwrap(),
+                p["baseline"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        flags,
+        vec![
+            ("base".into(), false, true),
+            ("minus5".into(), false, false),
+            ("minus15".into(), true, false)
+        ]
+    );
+    let (s, v) = call(
+        "GET",
+        &format!("{}/api/bench/history?suite=tiny", gw.base),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("target"),
+        "{v}"
+    );
+}
