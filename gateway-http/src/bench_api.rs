@@ -10,6 +10,8 @@
 //!   run's — host activity rows (llama-swap) minus the requests this run completed, or
 //!   gateway-proxied requests to that provider, whichever is larger — plus the host's
 //!   in-flight count before the run; **swaps**: model-state deltas on the host during the run;
+//!   without a telemetry store only the host's in-flight count is seen, runs are kept in
+//!   memory and baselines are refused (503);
 //! * **progress**: every engine [`boo_bench::Progress`] goes out as `event: bench_progress` on
 //!   `/api/fleet/stream`.
 //!

@@ -537,3 +537,70 @@ async fn history_flags_a_15_percent_slower_run_and_not_a_5_percent_one() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_store_runs_are_kept_in_memory_and_baselines_are_refused() {
+    let mut alpha = ModelSpec::new("alpha");
+    alpha.gen_tps = 400.0;
+    alpha.load_ms = 50;
+    let sim = start_host(HostSpec::llama_swap("gpu", ApiGen::Current, vec![alpha]))
+        .await
+        .unwrap();
+    let doc = json!({
+        "providers": [{"id": "gpu", "kind": "llama-swap", "base_url": sim.base_url()}],
+        "gateway": {"admin_token": TOKEN}
+    });
+    let reg = boo_provider_registry::from_json_str(
+        &doc.to_string(),
+        &boo_provider_registry::MapEnv::new(),
+    )
+    .unwrap()
+    .registry;
+    let mut opts = RunOptions::new(Arc::new(reg));
+    opts.follow_fleet = true;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(boo_gateway_http::run_on(l, opts, std::future::pending()));
+    wait("host connected", || async {
+        let (_, v) = call("GET", &format!("{base}/api/fleet"), None, None).await;
+        v.to_string().contains("connected")
+    })
+    .await;
+    let url = format!("{base}/api/bench/runs");
+    let (s, v) = call("POST", &url, Some(TOKEN), Some(run_body(false))).await;
+    assert_eq!(s, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + GUARD;
+    let done = loop {
+        let (s, v) = call("GET", &format!("{url}/{id}?samples=true"), None, None).await;
+        assert_eq!(s, 200, "{v}");
+        if v["run"]["status"] != "running" {
+            break v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "run did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["run"]["status"], "completed", "{done}");
+    assert_eq!(
+        done["result"]["targets"][0]["cells"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(!done["result"]["samples"].as_array().unwrap().is_empty());
+    let (_, list) = call("GET", &url, None, None).await;
+    assert_eq!(list["runs"][0]["id"], id.as_str());
+    let (s, v) = call(
+        "POST",
+        &format!("{base}/api/bench/baselines"),
+        Some(TOKEN),
+        Some(json!({"run": id})),
+    )
+    .await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("store"),
+        "{v}"
+    );
+}
