@@ -56,6 +56,10 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(600);
 /// polling step (the count must hold still for one step).
 const SETTLE_MAX: Duration = Duration::from_secs(3);
 const SETTLE_STEP: Duration = Duration::from_millis(100);
+/// Finished runs kept in memory (progress and results of store-less gateways).
+const KEEP_FINISHED: usize = 64;
+/// Host activity id ranges of past runs kept for the takeover rule.
+const KEEP_RANGES: usize = 1024;
 /// Activity within this long after a run's end still counts as that run's own.
 const OWN_GRACE_MS: u64 = 3_000;
 
@@ -633,9 +637,31 @@ async fn finish(
     let row = persist::finished_row(&result, extra);
     lock(&shared.own).retain(|(run, _), _| run != id);
     lock(&shared.run_start).retain(|(run, _), _| run != id);
-    if let Some(l) = lock(&shared.live).get_mut(id) {
-        l.row = row;
-        l.result = Some(Arc::new(result));
+    {
+        let mut live = lock(&shared.live);
+        if let Some(l) = live.get_mut(id) {
+            l.row = row;
+            l.result = Some(Arc::new(result));
+        }
+        // bounded memory: running runs plus the newest finished ones (the store keeps all)
+        let mut done: Vec<(DateTime<Utc>, String)> = live
+            .values()
+            .filter(|l| l.result.is_some())
+            .map(|l| (l.row.started_at, l.row.id.clone()))
+            .collect();
+        if done.len() > KEEP_FINISHED {
+            done.sort();
+            for (_, old) in &done[..done.len() - KEEP_FINISHED] {
+                live.remove(old);
+            }
+        }
+    }
+    // runs that ended long ago no longer matter for the takeover rule
+    lock(&shared.windows).retain(|(_, _, e)| e.is_none_or(|e| end.saturating_sub(e) < 3_600_000));
+    let mut ranges = lock(&shared.ranges);
+    let n = ranges.len();
+    if n > KEEP_RANGES {
+        ranges.drain(..n - KEEP_RANGES);
     }
 }
 
