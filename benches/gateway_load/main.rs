@@ -676,9 +676,7 @@ fn start_gateway(
 
 /// Gateway CPU time per successful request, e.g. `41 µs`.
 fn cpu_per_req(s: &load::CellStats) -> Option<f64> {
-    s.cpu_s
-        .filter(|_| s.ok > 0)
-        .map(|c| c * 1e6 / s.ok as f64)
+    s.cpu_s.filter(|_| s.ok > 0).map(|c| c * 1e6 / s.ok as f64)
 }
 
 fn print_progress(up: &str, load: &str, path: PathKind, c: usize, s: &load::CellStats) {

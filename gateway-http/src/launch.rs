@@ -129,6 +129,7 @@ pub async fn serve(
     sink: Option<Arc<dyn crate::TelemetrySink>>,
 ) -> Result<(), LaunchError> {
     let mut _fleet = None;
+    let mut config_file = None;
     let registry = if args.demo {
         let fleet = boo_fleet_sim::Fleet::start(boo_fleet_sim::Fleet::demo_spec())
             .await
@@ -145,6 +146,11 @@ pub async fn serve(
         for w in &loaded.warnings {
             tracing::warn!("config: {w}");
         }
+        // A config file (not the legacy environment) is watched for hot reload.
+        let origin = PathBuf::from(&loaded.origin);
+        if origin.is_file() {
+            config_file = Some(origin);
+        }
         loaded.registry
     };
     let mut opts = RunOptions::new(Arc::new(registry));
@@ -155,6 +161,7 @@ pub async fn serve(
     if let Some(n) = args.workers {
         opts.workers = n;
     }
+    opts.config_file = config_file;
     if let Some(sink) = sink {
         opts.sink = sink;
     }

@@ -100,11 +100,12 @@ pub(crate) struct Inner {
     router: Arc<dyn ModelRouter>,
     upstreams: HashMap<Box<str>, Arc<Upstream>>,
     sink: Arc<dyn TelemetrySink>,
-    metrics: Metrics,
+    // Shared with every reloaded generation of the state (see `Inner::reloaded`).
+    metrics: Arc<Metrics>,
     api_keys: Vec<Vec<u8>>,
     id_prefix: String,
-    id_counter: AtomicU64,
-    shutting_down: AtomicBool,
+    id_counter: Arc<AtomicU64>,
+    shutting_down: Arc<AtomicBool>,
     store_api: Option<Arc<StoreApi>>,
     auto: Option<Arc<auto::AutoRouter>>,
     control: Option<control::ControlApi>,
@@ -165,11 +166,11 @@ impl Gateway {
                 router,
                 upstreams,
                 sink,
-                metrics: Metrics::new(),
+                metrics: Arc::new(Metrics::new()),
                 api_keys,
                 id_prefix: format!("gw-{:08x}", h.finish() as u32),
-                id_counter: AtomicU64::new(0),
-                shutting_down: AtomicBool::new(false),
+                id_counter: Arc::new(AtomicU64::new(0)),
+                shutting_down: Arc::new(AtomicBool::new(false)),
                 store_api: None,
                 auto: None,
                 control: None,
@@ -232,7 +233,7 @@ impl Gateway {
     where
         F: Future<Output = ()> + Send,
     {
-        server::serve(self.inner, listener, shutdown).await
+        server::serve(slot(self.inner), listener, shutdown).await
     }
 
     /// Like [`Gateway::serve`], thread-per-core: the caller's runtime only accepts; connections
@@ -249,7 +250,51 @@ impl Gateway {
     where
         F: Future<Output = ()> + Send,
     {
-        server::serve_workers(self.inner, listener, workers, shutdown).await
+        server::serve_workers(slot(self.inner), listener, workers, shutdown).await
+    }
+}
+
+/// The state a running server reads per request; hot reload swaps in a new generation while
+/// in-flight requests keep the one they started with.
+pub(crate) type Slot = Arc<std::sync::RwLock<Arc<Inner>>>;
+
+fn slot(inner: Arc<Inner>) -> Slot {
+    Arc::new(std::sync::RwLock::new(inner))
+}
+
+/// The current generation of a [`Slot`].
+pub(crate) fn current(slot: &Slot) -> Arc<Inner> {
+    slot.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+impl Inner {
+    /// A new generation with `routes` (router, upstreams, `auto:*` policies, client keys and
+    /// body limit from a reloaded registry); metrics, counters, the sink and the store,
+    /// control and bench APIs are shared with `self`.
+    fn reloaded(&self, routes: &Routes) -> Inner {
+        Inner {
+            cfg: GatewayConfig {
+                shutdown_grace: self.cfg.shutdown_grace,
+                ..routes.cfg.clone()
+            },
+            router: routes.router.clone(),
+            upstreams: routes.upstreams.clone(),
+            sink: self.sink.clone(),
+            metrics: self.metrics.clone(),
+            api_keys: routes
+                .cfg
+                .api_keys
+                .iter()
+                .map(|k| k.as_bytes().to_vec())
+                .collect(),
+            id_prefix: self.id_prefix.clone(),
+            id_counter: self.id_counter.clone(),
+            shutting_down: self.shutting_down.clone(),
+            store_api: self.store_api.clone(),
+            auto: Some(routes.auto.clone()),
+            control: self.control.clone(),
+            bench: self.bench.clone(),
+        }
     }
 }
 
@@ -358,6 +403,12 @@ pub struct RunOptions {
     /// `0` serves every connection on the caller's runtime ([`Gateway::serve`]).
     /// Default: [`default_workers`] (one per CPU).
     pub workers: usize,
+    /// Hot reload: the config file `registry` was loaded from. When set, it is checked every
+    /// `reload_every` and a changed, valid file replaces providers, policies and client keys
+    /// without a restart (the listen address, store and fleet control plane stay).
+    pub config_file: Option<std::path::PathBuf>,
+    /// How often `config_file` is checked (default 2 s).
+    pub reload_every: Duration,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -381,6 +432,8 @@ impl RunOptions {
             allow_unauthenticated_admin: false,
             follow_fleet: false,
             workers: default_workers(),
+            config_file: None,
+            reload_every: Duration::from_secs(2),
         }
     }
 
@@ -444,28 +497,9 @@ where
         ),
         None => None,
     };
-    let mut router = RegistryRouter::new(reg.clone());
-    if let Some(f) = opts.favorites {
-        router = router.with_favorites(f);
-    } else if let Some(w) = &wiring {
-        router = router.with_favorites(w.api.favorites_fn());
-    }
-    let router = Arc::new(router);
-    let poller = router.spawn_poller(opts.poll_every);
     let sink: Arc<dyn TelemetrySink> = match &wiring {
         Some(w) => Arc::new(w.writer.clone()),
         None => opts.sink,
-    };
-    let settings = reg.gateway();
-    let cfg = GatewayConfig {
-        max_body_bytes: settings.max_body_bytes.unwrap_or(32 * 1024 * 1024),
-        api_keys: settings
-            .api_keys
-            .iter()
-            .map(|k| k.expose().to_string())
-            .filter(|k| !k.is_empty())
-            .collect(),
-        ..GatewayConfig::default()
     };
     // The fleet control plane (when followed) is the router's live source; the inventory
     // poller stays the fallback (`--no-fleet`, clouds).
@@ -486,30 +520,20 @@ where
     } else {
         None
     };
-    let poller_fleet: Arc<dyn auto::LiveFleet> = Arc::new(auto::PollerFleet::new(router.clone()));
-    let live: Arc<dyn auto::LiveFleet> = match &control {
-        Some(c) => Arc::new(auto::HubFleet::new(c.hub().clone(), poller_fleet)),
-        None => poller_fleet,
+    let build = RouteBuilder {
+        favorites: opts.favorites.map(Arc::from),
+        store_api: wiring.as_ref().map(|w| w.api.clone()),
+        control: control.clone(),
+        poll_every: opts.poll_every,
     };
-    let (auto, _problems) = auto::AutoRouter::new(reg.clone(), live);
-    if let Some(w) = &wiring
-        && let Err(e) = auto.attach_store(w.api.store().clone()).await
-    {
-        tracing::warn!(error = %e, "stored route policies could not be read; using the config's");
-    }
-    let auto = Arc::new(auto);
-    let refresher = {
-        let auto = auto.clone();
-        let every = opts.poll_every;
-        tokio::spawn(async move {
-            loop {
-                // Give the first inventory poll a moment, then refresh after each one.
-                tokio::time::sleep(every.min(Duration::from_secs(2))).await;
-                auto.refresh().await;
-            }
-        })
-    };
-    let gw = Gateway::new(cfg, router, &upstream_specs(&reg), sink)?.with_auto(auto);
+    let routes = build.build(reg.clone()).await?;
+    let gw = Gateway::with_upstreams(
+        routes.cfg.clone(),
+        routes.router.clone(),
+        routes.upstreams.clone(),
+        sink,
+    )
+    .with_auto(routes.auto.clone());
     let gw = match &wiring {
         Some(w) => gw.with_store_api(w.api.clone()),
         None => gw,
@@ -524,19 +548,182 @@ where
             .with_control(c),
         None => gw,
     };
+    let slot = slot(gw.inner);
+    let watcher = match opts.config_file {
+        Some(path) => tokio::spawn(watch_config(
+            path,
+            opts.reload_every,
+            build,
+            routes,
+            slot.clone(),
+        )),
+        // Keep the routes (and their background tasks) alive while serving.
+        None => tokio::spawn(async move {
+            let _routes = routes;
+            std::future::pending::<()>().await
+        }),
+    };
     if let Ok(a) = listener.local_addr() {
         tracing::info!(addr = %a, providers = reg.providers().len(), "gateway listening");
     }
     let r = match opts.workers {
-        0 => gw.serve(listener, shutdown).await,
-        n => gw.serve_workers(listener, n, shutdown).await,
+        0 => server::serve(slot, listener, shutdown).await,
+        n => server::serve_workers(slot, listener, n, shutdown).await,
     };
-    poller.abort();
+    // Dropping the routes (inside the watcher) stops their poller and refresher.
+    watcher.abort();
+    let _ = watcher.await;
     if let Some(w) = wiring {
         w.shutdown().await;
     }
-    refresher.abort();
     r
+}
+
+/// What [`run_on`] builds from one registry; rebuilt and swapped in on hot reload. Dropping it
+/// stops its inventory poller and policy refresher.
+struct Routes {
+    cfg: GatewayConfig,
+    router: Arc<RegistryRouter>,
+    upstreams: HashMap<Box<str>, Arc<Upstream>>,
+    auto: Arc<auto::AutoRouter>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Routes {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The parts of [`run_on`]'s start-up that do not change when the registry does.
+struct RouteBuilder {
+    favorites: Option<Arc<dyn Fn() -> Vec<String> + Send + Sync>>,
+    store_api: Option<Arc<StoreApi>>,
+    control: Option<control::ControlApi>,
+    poll_every: Duration,
+}
+
+impl RouteBuilder {
+    /// Router (with its inventory poller), upstream pools, `auto:*` router (with its refresher),
+    /// client keys and body limit for `reg`.
+    async fn build(
+        &self,
+        reg: Arc<boo_provider_registry::Registry>,
+    ) -> Result<Routes, GatewayError> {
+        // Upstreams first: a provider that cannot be set up fails the build before any task starts.
+        let mut upstreams = HashMap::new();
+        for spec in upstream_specs(&reg) {
+            upstreams.insert(
+                spec.provider.as_str().into(),
+                Arc::new(Upstream::new(&spec)?),
+            );
+        }
+        let mut router = RegistryRouter::new(reg.clone());
+        if let Some(f) = &self.favorites {
+            let f = f.clone();
+            router = router.with_favorites(move || f());
+        } else if let Some(api) = &self.store_api {
+            router = router.with_favorites(api.favorites_fn());
+        }
+        let router = Arc::new(router);
+        let poller = router.spawn_poller(self.poll_every);
+        let settings = reg.gateway();
+        let cfg = GatewayConfig {
+            max_body_bytes: settings.max_body_bytes.unwrap_or(32 * 1024 * 1024),
+            api_keys: settings
+                .api_keys
+                .iter()
+                .map(|k| k.expose().to_string())
+                .filter(|k| !k.is_empty())
+                .collect(),
+            ..GatewayConfig::default()
+        };
+        let poller_fleet: Arc<dyn auto::LiveFleet> =
+            Arc::new(auto::PollerFleet::new(router.clone()));
+        let live: Arc<dyn auto::LiveFleet> = match &self.control {
+            Some(c) => Arc::new(auto::HubFleet::new(c.hub().clone(), poller_fleet)),
+            None => poller_fleet,
+        };
+        let (auto, _problems) = auto::AutoRouter::new(reg.clone(), live);
+        if let Some(api) = &self.store_api
+            && let Err(e) = auto.attach_store(api.store().clone()).await
+        {
+            tracing::warn!(error = %e, "stored route policies could not be read; using the config's");
+        }
+        let auto = Arc::new(auto);
+        let refresher = {
+            let auto = auto.clone();
+            let every = self.poll_every;
+            tokio::spawn(async move {
+                loop {
+                    // Give the first inventory poll a moment, then refresh after each one.
+                    tokio::time::sleep(every.min(Duration::from_secs(2))).await;
+                    auto.refresh().await;
+                }
+            })
+        };
+        Ok(Routes {
+            cfg,
+            router,
+            upstreams,
+            auto,
+            tasks: vec![poller, refresher],
+        })
+    }
+}
+
+/// Size and modification time of `path` (what the config watcher compares).
+fn file_stamp(path: &std::path::Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+/// Hot reload: checks `path` every `every`; when it changed and still loads, swaps in routes
+/// built from it (new, changed and removed providers, policies, client keys). A broken file
+/// is logged and the running configuration stays. In-flight requests finish on the routes
+/// they started with.
+async fn watch_config(
+    path: std::path::PathBuf,
+    every: Duration,
+    build: RouteBuilder,
+    mut routes: Routes,
+    slot: Slot,
+) {
+    let mut last = file_stamp(&path);
+    loop {
+        tokio::time::sleep(every).await;
+        let now = file_stamp(&path);
+        if now == last || now.is_none() {
+            continue;
+        }
+        last = now;
+        let source = boo_provider_registry::ConfigSource::File(path.clone());
+        let loaded = match boo_provider_registry::load(source, &boo_provider_registry::ProcessEnv) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "config reload failed; keeping the running configuration");
+                continue;
+            }
+        };
+        for w in &loaded.warnings {
+            tracing::warn!("config: {w}");
+        }
+        let reg = Arc::new(loaded.registry);
+        let next = match build.build(reg.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "config reload failed; keeping the running configuration");
+                continue;
+            }
+        };
+        let generation = Arc::new(current(&slot).reloaded(&next));
+        *slot.write().unwrap_or_else(|e| e.into_inner()) = generation;
+        // The old routes' poller and refresher stop; their pools close once idle.
+        drop(std::mem::replace(&mut routes, next));
+        tracing::info!(path = %path.display(), providers = reg.providers().len(), "configuration reloaded");
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.

@@ -11,7 +11,7 @@
 //!   runtime). Background work (telemetry writer, pollers, control plane) stays on the caller's
 //!   runtime.
 
-use crate::{GatewayError, Inner};
+use crate::{GatewayError, Slot, current};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -19,7 +19,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -34,13 +33,14 @@ fn builder() -> auto::Builder<TokioExecutor> {
 fn spawn_conn(
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
-    inner: &Arc<Inner>,
+    slot: &Slot,
     stream: TcpStream,
     peer: SocketAddr,
 ) {
-    let inner = inner.clone();
+    let slot = slot.clone();
     let svc = service_fn(move |req| {
-        let inner = inner.clone();
+        // The current generation (hot reload swaps it; this request keeps the one it got).
+        let inner = current(&slot);
         async move { Ok::<_, Infallible>(inner.handle(req, peer).await) }
     });
     let conn = builder
@@ -83,7 +83,7 @@ async fn accept_loop<F>(
 }
 
 pub(crate) async fn serve<F>(
-    inner: Arc<Inner>,
+    slot: Slot,
     listener: TcpListener,
     shutdown: F,
 ) -> Result<(), GatewayError>
@@ -93,10 +93,11 @@ where
     let builder = builder();
     let graceful = GracefulShutdown::new();
     accept_loop(&listener, shutdown, |stream, peer| {
-        spawn_conn(&builder, &graceful, &inner, stream, peer);
+        spawn_conn(&builder, &graceful, &slot, stream, peer);
     })
     .await;
     drop(listener);
+    let inner = current(&slot);
     inner.shutting_down.store(true, Ordering::Relaxed);
     tracing::info!("shutting down: waiting for in-flight requests");
     let grace = inner.cfg.shutdown_grace;
@@ -113,7 +114,7 @@ where
 type Handoff = (std::net::TcpStream, SocketAddr);
 
 pub(crate) async fn serve_workers<F>(
-    inner: Arc<Inner>,
+    slot: Slot,
     listener: TcpListener,
     workers: usize,
     shutdown: F,
@@ -131,12 +132,12 @@ where
             .map_err(|e| GatewayError::Config(format!("cannot start worker runtime: {e}")))?;
         let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
         let (done_tx, done_rx) = oneshot::channel();
-        let inner = inner.clone();
+        let slot = slot.clone();
         std::thread::Builder::new()
             .name(format!("boo-gw-{i}"))
             .spawn(move || {
                 crate::upstream::set_worker(i + 1);
-                rt.block_on(worker(inner, rx));
+                rt.block_on(worker(slot, rx));
                 // Remaining tasks (idle pooled connections) are dropped with the runtime.
                 drop(rt);
                 let _ = done_tx.send(());
@@ -164,6 +165,7 @@ where
     })
     .await;
     drop(listener);
+    let inner = current(&slot);
     inner.shutting_down.store(true, Ordering::Relaxed);
     tracing::info!("shutting down: waiting for in-flight requests");
     // Closing the hand-off channels tells every worker to drain (each applies the grace period).
@@ -178,16 +180,16 @@ where
 
 /// One worker thread: serves the connections it is handed until the channel closes, then lets
 /// in-flight requests finish for up to the grace period.
-async fn worker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Handoff>) {
+async fn worker(slot: Slot, mut rx: mpsc::UnboundedReceiver<Handoff>) {
     let builder = builder();
     let graceful = GracefulShutdown::new();
     while let Some((s, peer)) = rx.recv().await {
         match TcpStream::from_std(s) {
-            Ok(stream) => spawn_conn(&builder, &graceful, &inner, stream, peer),
+            Ok(stream) => spawn_conn(&builder, &graceful, &slot, stream, peer),
             Err(e) => tracing::warn!(error = %e, "cannot register a handed-off connection"),
         }
     }
-    let grace = inner.cfg.shutdown_grace;
+    let grace = current(&slot).cfg.shutdown_grace;
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()

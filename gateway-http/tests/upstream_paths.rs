@@ -206,9 +206,15 @@ async fn total_timeout_cuts_a_slow_dripping_stream() {
     assert_eq!(status, 200);
     let text = String::from_utf8_lossy(&b);
     assert!(text.starts_with(SSE_CHUNKS[2]), "{text}");
-    assert!(text.contains("\"code\":\"upstream_total_timeout\""), "{text}");
+    assert!(
+        text.contains("\"code\":\"upstream_total_timeout\""),
+        "{text}"
+    );
     assert!(text.contains("total timeout"), "{text}");
-    assert!(text.matches(SSE_CHUNKS[2]).count() >= 5, "several chunks passed");
+    assert!(
+        text.matches(SSE_CHUNKS[2]).count() >= 5,
+        "several chunks passed"
+    );
     assert!(
         took >= Duration::from_millis(400) && took < Duration::from_secs(10),
         "{took:?}"
@@ -289,7 +295,10 @@ async fn client_disconnect_mid_stream_closes_the_request_on_the_sim_host() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(closed, "the sim saw the request end when the client hung up");
+    assert!(
+        closed,
+        "the sim saw the request end when the client hung up"
+    );
     assert!(eventually(|| !sink.records().is_empty()).await);
     assert_eq!(
         sink.records()[0].error_class.as_deref(),
