@@ -173,8 +173,12 @@ impl HubFleet {
                     m.state = Some(load_state(st.state));
                 }
             }
+            // Models the hub knows but the poller does not list are added only while the poller
+            // has nothing for the host (a llama-server may name its model differently in
+            // `/props` than in the listing; that must not invent a second candidate).
+            let poller_knows = !models.is_empty();
             for (id, st) in &h.models {
-                if !models.iter().any(|m| &m.id == id) {
+                if !poller_knows && !models.iter().any(|m| &m.id == id) {
                     let mut m = InventoryModel::new(id.clone());
                     m.state = Some(load_state(st.state));
                     models.push(m);
@@ -280,6 +284,39 @@ mod tests {
         assert_eq!(inv.models(&pid("desk"))[0].context_length, Some(8192));
         assert_eq!(inv.models(&pid("cloud")).len(), 1);
         assert_eq!(live.liveness(&pid("desk")), Liveness::Connected);
+
+        // A model name only the hub uses is not a second candidate while the poller lists
+        // the host; a host the poller has not listed yet gets the hub's models.
+        hub.apply_many(|f| {
+            f.set_models(
+                "desk",
+                &[
+                    ("coder".into(), ModelState::Ready),
+                    ("/models/coder.gguf".into(), ModelState::Ready),
+                ],
+                5_000,
+            )
+        });
+        hub.apply(|f| ((), f.add_host("box").into_iter().collect()));
+        hub.apply_many(|f| f.set_models("box", &[("tiny".into(), ModelState::Stopped)], 5_000));
+        let mut listed = Vec::new();
+        for _ in 0..100 {
+            let inv = live.inventory();
+            listed = inv
+                .models(&pid("desk"))
+                .iter()
+                .map(|m| m.id.clone())
+                .collect::<Vec<_>>();
+            if inv.state(&"box/tiny".parse().unwrap()) == Some(LoadState::Stopped) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(listed, ["coder"]);
+        assert_eq!(
+            live.inventory().state(&"box/tiny".parse().unwrap()),
+            Some(LoadState::Stopped)
+        );
 
         l.step(LivenessInput::Error, 2, &policy, 0.0);
         hub.apply_one(|f| f.set_liveness("desk", &l));
