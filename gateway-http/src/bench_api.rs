@@ -321,15 +321,23 @@ impl BenchApi {
                 self.counter.fetch_add(1, Ordering::Relaxed)
             ),
         };
-        if lock(&self.shared.live).contains_key(&id) {
+        let stored = match &self.shared.store {
+            Some(store) => matches!(store.bench_run(&id).await, Ok(Some(_))),
+            None => false,
+        };
+        if stored || lock(&self.shared.live).contains_key(&id) {
             return (
                 409,
                 err_body("conflict_error", &format!("id: run {id:?} already exists")),
             );
         }
         let providers: Vec<String> = {
-            let mut p: Vec<String> = targets.iter().map(|t| t.provider.clone()).collect();
-            p.dedup();
+            let mut p: Vec<String> = Vec::new();
+            for t in &targets {
+                if !p.contains(&t.provider) {
+                    p.push(t.provider.clone());
+                }
+            }
             p
         };
         let prepared = match self
