@@ -3,7 +3,9 @@
 //! Both binaries flatten [`ServeArgs`] into their clap parser and call [`serve`], so there is
 //! exactly one start-up code path: load the registry (or start the in-process fleet-sim demo
 //! fleet with [`demo_registry`]), open the telemetry store, follow the fleet, serve until
-//! Ctrl-C / SIGTERM.
+//! Ctrl-C / SIGTERM. A config file is watched and hot-reloaded (see
+//! [`RunOptions::config_file`](crate::RunOptions::config_file)); connections are served by
+//! `--workers` thread-per-core workers (default one per CPU).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
