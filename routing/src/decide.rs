@@ -6,6 +6,7 @@ use crate::{LoadState, ModelRef};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
 /// Load time assumed for a cold model whose load was never measured, ms.
 pub const DEFAULT_LOAD_MS: u64 = 30_000;
@@ -46,8 +47,9 @@ impl Demotions {
 /// One planned attempt, with the facts that placed it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
-    /// The model to send the request to.
-    pub model: ModelRef,
+    /// The model to send the request to (a handle shared with the fleet facts; serialized as
+    /// the composite id string).
+    pub model: Arc<ModelRef>,
     /// Its lane.
     pub lane: Lane,
     /// Host liveness at decision time.
@@ -168,13 +170,15 @@ pub struct Decision {
     /// Attempts in order; the first is the choice.
     pub attempts: Vec<Attempt>,
     /// Every other candidate with the reason it was left out, in the order the policy names them.
-    pub skipped: Vec<(ModelRef, SkipReason)>,
+    /// The ids are handles shared with the fleet facts (cheap to build with hundreds of
+    /// candidates); serialized as `[composite, reason]` pairs.
+    pub skipped: Vec<(Arc<ModelRef>, SkipReason)>,
 }
 
 impl Decision {
     /// The first attempt's model, if any candidate is eligible.
     pub fn chosen(&self) -> Option<&ModelRef> {
-        self.attempts.first().map(|a| &a.model)
+        self.attempts.first().map(|a| a.model.as_ref())
     }
 
     /// Compact summary for logs and the `x-boo-route` header: attempt ids in order, at most
@@ -560,7 +564,7 @@ pub fn decide<F: FleetFacts + ?Sized>(
         seen: vec![false; all.len()],
         next_prio: 0,
         ranked: Vec::with_capacity(all.len().min(256)),
-        left: Vec::new(),
+        left: Vec::with_capacity(all.len().min(256)),
     };
     for spec in eff.candidates {
         match spec {
@@ -638,7 +642,7 @@ pub fn decide<F: FleetFacts + ?Sized>(
     };
     let mut skipped = Vec::with_capacity(left.len() + over.len());
     let mut over = over.into_iter().peekable();
-    let mut push_over_until = |prio: u32, skipped: &mut Vec<(ModelRef, SkipReason)>| {
+    let mut push_over_until = |prio: u32, skipped: &mut Vec<(Arc<ModelRef>, SkipReason)>| {
         while let Some((_, idx)) = over.next_if(|(p, _)| *p < prio || prio == u32::MAX) {
             if let Some(c) = all.get(idx as usize) {
                 skipped.push((c.model.clone(), over_reason.clone()));
@@ -648,7 +652,7 @@ pub fn decide<F: FleetFacts + ?Sized>(
     for (prio, l) in left {
         push_over_until(prio, &mut skipped);
         match l {
-            Left::Missing(m) => skipped.push((m.clone(), SkipReason::NotInFleet)),
+            Left::Missing(m) => skipped.push((Arc::new(m.clone()), SkipReason::NotInFleet)),
             Left::Filtered(idx, reason) => {
                 if let Some(c) = all.get(idx as usize) {
                     skipped.push((c.model.clone(), reason));

@@ -7,6 +7,7 @@
 use crate::{LoadState, ModelRef};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// What the routing core needs to know about one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,8 +96,9 @@ pub struct Capabilities {
 /// Everything the router knows about one candidate model on one host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CandidateFacts {
-    /// Composite id of the model.
-    pub model: ModelRef,
+    /// Composite id of the model, shared (decisions hold refcounted handles to it instead of
+    /// copying the names). Serialized as the plain composite string.
+    pub model: Arc<ModelRef>,
     /// Local or cloud lane.
     #[serde(default)]
     pub lane: Lane,
@@ -146,6 +148,11 @@ fn unknown_state() -> LoadState {
 impl CandidateFacts {
     /// Facts with only the id set: lane local, liveness and state unknown, nothing measured.
     pub fn new(model: ModelRef) -> Self {
+        Self::shared(Arc::new(model))
+    }
+
+    /// Like [`CandidateFacts::new`] with an id the caller already shares.
+    pub fn shared(model: Arc<ModelRef>) -> Self {
         Self {
             model,
             lane: Lane::Local,
@@ -185,7 +192,7 @@ pub trait FleetFacts {
 
     /// Index into [`FleetFacts::all`] of `model`, if known. The default is a linear scan.
     fn position(&self, model: &ModelRef) -> Option<usize> {
-        self.all().iter().position(|c| &c.model == model)
+        self.all().iter().position(|c| *c.model == *model)
     }
 
     /// Facts for `model`, if known.
@@ -262,7 +269,9 @@ impl FleetFacts for FleetView {
     }
 
     fn position(&self, model: &ModelRef) -> Option<usize> {
-        self.facts.binary_search_by(|c| c.model.cmp(model)).ok()
+        self.facts
+            .binary_search_by(|c| c.model.as_ref().cmp(model))
+            .ok()
     }
 }
 

@@ -29,6 +29,7 @@ use crate::decide::{DEFAULT_LOAD_MS, Decision};
 use crate::error::RoutingError;
 use crate::policy::Limits;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// What happened to the current attempt, as observed by the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,7 +184,7 @@ impl Phase {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Planned {
-    model: ModelRef,
+    model: Arc<ModelRef>,
     cold: bool,
     expected_load_ms: Option<u64>,
 }
@@ -320,7 +321,7 @@ impl Failover {
             loading_since: None,
         };
         self.log.push(AttemptLog {
-            model: p.model.clone(),
+            model: ModelRef::clone(&p.model),
             started_ms: now_ms,
             ended_ms: None,
             outcome: None,
@@ -328,7 +329,7 @@ impl Failover {
         });
         Ok(Step::Try(AttemptPlan {
             index,
-            model: p.model,
+            model: Arc::unwrap_or_clone(p.model),
             first_byte_deadline_ms: fb,
             deadline_ms: self.deadline_ms,
         }))

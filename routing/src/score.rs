@@ -14,12 +14,13 @@
 use crate::facts::{CandidateFacts, FleetFacts, Lane, Liveness, sane};
 use crate::{LoadState, ModelRef};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// One row of `GET /api/routing/scores`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoreRow {
     /// Composite id.
-    pub model: ModelRef,
+    pub model: Arc<ModelRef>,
     /// Provider part of the id (convenience for grouping).
     pub provider: String,
     /// Overall advisory score, 0–100.

@@ -543,3 +543,42 @@ fn compact_form_stays_small_with_many_candidates() {
     assert_eq!(d.skipped.len(), 48);
     assert_eq!(d.skipped[47].0.to_string(), "b/up-09");
 }
+
+#[test]
+fn decision_shares_fleet_ids_and_keeps_its_exact_json() {
+    use std::sync::Arc;
+    let view = FleetView::new(vec![
+        with("a/x", |c| c.gen_tps = Some(12.5)),
+        with("a/y", |c| c.liveness = Liveness::Down),
+        ready("a/z"),
+    ]);
+    let p = policy(json!({
+        "name": "auto", "candidates": ["ghost/q", "a/x", "a/y", "a/z"],
+        "order": ["priority"], "limits": {"max_attempts": 1}
+    }));
+    let d = decide(&p, &req(10, Some(5)), &view);
+    // Attempts and skips point at the fleet's ids instead of copying the names.
+    let fleet_id = |id: &str| view.get(&m(id)).map(|c| c.model.clone()).unwrap();
+    assert!(Arc::ptr_eq(&d.attempts[0].model, &fleet_id("a/x")));
+    assert!(Arc::ptr_eq(&d.skipped[1].0, &fleet_id("a/y")));
+    assert!(Arc::ptr_eq(&d.skipped[2].0, &fleet_id("a/z")));
+    // The wire form holds plain composite strings, as it did before the ids were shared.
+    let limits = serde_json::to_value(d.limits).unwrap();
+    assert_eq!(
+        serde_json::to_value(&d).unwrap(),
+        json!({
+            "policy": "auto",
+            "need_tokens": 15,
+            "limits": limits,
+            "attempts": [{
+                "model": "a/x", "lane": "local", "liveness": "connected", "state": "ready",
+                "n_ctx": 32768, "cold": false, "gen_tps": 12.5
+            }],
+            "skipped": [
+                ["ghost/q", {"reason": "not_in_fleet"}],
+                ["a/y", {"reason": "host_down"}],
+                ["a/z", {"reason": "over_attempt_limit", "max_attempts": 1}]
+            ]
+        })
+    );
+}

@@ -191,15 +191,15 @@ fn named(p: &RoutePolicy, view: &FleetView) -> BTreeSet<ModelRef> {
                 view.all()
                     .iter()
                     .filter(|c| &c.model.provider == pr)
-                    .map(|c| c.model.clone()),
+                    .map(|c| ModelRef::clone(&c.model)),
             ),
             CandidateSpec::Tag(t) => out.extend(
                 view.all()
                     .iter()
                     .filter(|c| c.has_tag(t))
-                    .map(|c| c.model.clone()),
+                    .map(|c| ModelRef::clone(&c.model)),
             ),
-            CandidateSpec::All => out.extend(view.all().iter().map(|c| c.model.clone())),
+            CandidateSpec::All => out.extend(view.all().iter().map(|c| ModelRef::clone(&c.model))),
         }
     }
     out
@@ -243,9 +243,9 @@ proptest! {
     ) {
         let view = FleetView::new(facts);
         let d = decide(&p, &r, &view);
-        let attempted: BTreeSet<&ModelRef> = d.attempts.iter().map(|a| &a.model).collect();
+        let attempted: BTreeSet<&ModelRef> = d.attempts.iter().map(|a| a.model.as_ref()).collect();
         prop_assert_eq!(attempted.len(), d.attempts.len(), "duplicate attempt:\n{}", d);
-        let skipped: BTreeSet<&ModelRef> = d.skipped.iter().map(|(m, _)| m).collect();
+        let skipped: BTreeSet<&ModelRef> = d.skipped.iter().map(|(m, _)| m.as_ref()).collect();
         prop_assert_eq!(skipped.len(), d.skipped.len(), "duplicate skip:\n{}", d);
         prop_assert!(attempted.is_disjoint(&skipped));
         let all: BTreeSet<ModelRef> = attempted.union(&skipped).map(|m| (*m).clone()).collect();
@@ -325,7 +325,7 @@ proptest! {
                     Step::GiveUp(_) => break,
                     Step::Try(plan) => {
                         prop_assert!(!tried.contains(&plan.model), "{} tried twice", plan.model);
-                        prop_assert_eq!(&plan.model, &d.attempts[plan.index].model);
+                        prop_assert_eq!(&plan.model, d.attempts[plan.index].model.as_ref());
                         tried.push(plan.model);
                     }
                 }
