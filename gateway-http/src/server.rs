@@ -2,8 +2,9 @@
 //!
 //! Two ways to run connections:
 //! - [`serve`]: every connection is a task on the caller's runtime;
-//! - [`serve_workers`] (thread-per-core): the caller's runtime only accepts; each connection is
-//!   handed (round robin) to one of N worker threads, each running its own current-thread
+//! - [`serve_workers`] (thread-per-core): a dedicated accept thread (its own current-thread
+//!   runtime, so a busy caller runtime never leaves the backlog unserved) hands each connection
+//!   (round robin) to one of N worker threads, each running its own current-thread
 //!   runtime and its own upstream connection pools (see `upstream::WorkerClients`). The
 //!   downstream connection, the request handler and the pooled upstream connection then share
 //!   one thread, so passing a request or a body chunk between them is a local queue push instead
@@ -147,29 +148,63 @@ where
         done.push(done_rx);
     }
     tracing::debug!(workers, "serving on worker threads");
-    let mut next = 0usize;
-    accept_loop(&listener, shutdown, |stream, peer| {
-        // Deregister from this runtime; the worker registers it with its own reactor.
-        let std_stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot hand a connection to a worker");
-                return;
-            }
-        };
-        let w = next % senders.len();
-        next = next.wrapping_add(1);
-        if senders[w].send((std_stream, peer)).is_err() {
-            tracing::warn!(worker = w, "worker thread is gone; connection dropped");
-        }
-    })
-    .await;
-    drop(listener);
+    // Accepting runs on its own thread and runtime, so a busy or starved caller runtime (which
+    // also runs the telemetry writer, pollers and the control plane) can never leave the listen
+    // backlog unserved.
+    let std_listener = listener.into_std().map_err(|e| {
+        GatewayError::Config(format!("cannot move the listener to its thread: {e}"))
+    })?;
+    let accept_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| GatewayError::Config(format!("cannot start the accept runtime: {e}")))?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (accepted_tx, accepted_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("boo-gw-accept".to_owned())
+        .spawn(move || {
+            accept_rt.block_on(async move {
+                let listener = match TcpListener::from_std(std_listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot register the listener; not accepting");
+                        return;
+                    }
+                };
+                let mut next = 0usize;
+                let stop = async move {
+                    let _ = stop_rx.await;
+                };
+                accept_loop(&listener, stop, |stream, peer| {
+                    // Deregister from this runtime; the worker registers it with its own reactor.
+                    let std_stream = match stream.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot hand a connection to a worker");
+                            return;
+                        }
+                    };
+                    let w = next % senders.len();
+                    next = next.wrapping_add(1);
+                    if senders[w].send((std_stream, peer)).is_err() {
+                        tracing::warn!(worker = w, "worker thread is gone; connection dropped");
+                    }
+                })
+                .await;
+                // Dropping the listener stops accepting; dropping `senders` (moved in here)
+                // closes the hand-off channels, which tells every worker to drain.
+                drop(listener);
+                drop(senders);
+            });
+            let _ = accepted_tx.send(());
+        })
+        .map_err(|e| GatewayError::Config(format!("cannot start the accept thread: {e}")))?;
+    shutdown.await;
     let inner = current(&slot);
     inner.shutting_down.store(true, Ordering::Relaxed);
     tracing::info!("shutting down: waiting for in-flight requests");
-    // Closing the hand-off channels tells every worker to drain (each applies the grace period).
-    drop(senders);
+    let _ = stop_tx.send(());
+    let _ = accepted_rx.await;
     let grace = inner.cfg.shutdown_grace + std::time::Duration::from_secs(1);
     let all = futures::future::join_all(done);
     if tokio::time::timeout(grace, all).await.is_err() {
