@@ -224,7 +224,7 @@ fn json_texts<'a>(it: impl Iterator<Item = Option<&'a serde_json::Value>>) -> Ve
 /// between their `ON CONFLICT DO NOTHING` inserts.
 fn sorted_by<'a, T, K: Ord>(rows: &'a [T], key: impl Fn(&'a T) -> K) -> Vec<&'a T> {
     let mut v: Vec<&T> = rows.iter().collect();
-    v.sort_by(|a, b| key(*a).cmp(&key(*b)));
+    v.sort_by_key(|a| key(*a));
     v
 }
 
