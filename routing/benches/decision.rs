@@ -1,5 +1,10 @@
 //! Decision time for 10 and 200 candidates (targets: ≤ 2 µs and ≤ 20 µs).
 //!
+//! Measured on the 2-core dev box (`decide_cpu`, medians, before/after side by side in one
+//! run): 10 candidates 0.94 µs → 0.68 µs, 200 candidates 21 µs → 10.5 µs once candidate ids
+//! became shared `Arc<ModelRef>` handles (the explanations of ~196 skipped candidates used to
+//! copy two strings each).
+//!
 //! Two groups: `decide` (criterion's wall clock) and `decide_cpu` (the benchmark thread's CPU
 //! time from `/proc/thread-self/schedstat`), because on a shared, loaded machine wall-clock
 //! samples also count the time the thread waits for a CPU.
