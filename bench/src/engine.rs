@@ -549,6 +549,10 @@ impl PreparedRun {
             suite.api,
             &suite.grid.prompt_tokens,
             &self.req.id,
+            &match suite.cache_prompt {
+                CachePolicy::UniquePrefix => unique_prefix(&self.req.id, 0),
+                _ => String::new(),
+            },
             self.inner.opts.request_timeout,
         )
         .await;
@@ -686,7 +690,7 @@ impl TargetRun<'_> {
     fn body(&self, spec: &CellSpec, seq: u64) -> Bytes {
         let suite = &self.run.req.suite;
         let prefix = match suite.cache_prompt {
-            CachePolicy::UniquePrefix => format!("[{} {seq:06x}] ", short_id(&self.run.req.id)),
+            CachePolicy::UniquePrefix => unique_prefix(&self.run.req.id, seq),
             _ => String::new(),
         };
         let content = self.prompts.content(spec.prompt_tokens, &prefix);
@@ -755,6 +759,7 @@ impl TargetRun<'_> {
             timings: o.timings,
             status: o.status,
             error,
+            retries: o.retries,
         }
     }
 
@@ -1035,6 +1040,12 @@ impl TargetRun<'_> {
         };
         (cell, samples)
     }
+}
+
+/// The tag in front of every prompt under [`CachePolicy::UniquePrefix`] (fixed length for
+/// the first 16 M requests of a run).
+fn unique_prefix(run_id: &str, seq: u64) -> String {
+    format!("[{} {seq:06x}] ", short_id(run_id))
 }
 
 fn short_id(id: &str) -> &str {

@@ -219,7 +219,8 @@ impl Default for HttpClient {
 }
 
 impl HttpClient {
-    /// A client with a large keep-alive pool (1024 idle connections per host).
+    /// A client with a large keep-alive pool (1024 idle connections per host, dropped after
+    /// 3 s idle: below llama-server's 5 s keep-alive timeout).
     pub fn new() -> HttpClient {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
@@ -232,7 +233,7 @@ impl HttpClient {
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1024)
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(3))
             .build(conn);
         HttpClient {
             client,
@@ -285,6 +286,25 @@ impl BenchClient for HttpClient {
         let work = async {
             let resp = match self.client.request(r).await {
                 Ok(r) => r,
+                // A pooled keep-alive connection the server had just closed (llama-server
+                // closes idle connections after 5 s): retry once on a fresh connection, and
+                // measure from the retry (the lost attempt shows as queue time).
+                Err(e) if !e.is_connect() => {
+                    let retry = self.request(target, req.path, req.body.clone(), &req.run_id);
+                    let Ok(r2) = retry else {
+                        o.error = Some(format!("transport: {e}"));
+                        return;
+                    };
+                    o.retries = 1;
+                    o.sent_us = now_us(origin);
+                    match self.client.request(r2).await {
+                        Ok(r) => r,
+                        Err(e2) => {
+                            o.error = Some(format!("transport: {e2} (retried after: {e})"));
+                            return;
+                        }
+                    }
+                }
                 Err(e) => {
                     o.error = Some(format!("transport: {e}"));
                     return;

@@ -52,6 +52,8 @@ pub struct Observation {
     pub status: u16,
     /// Failure, if any.
     pub error: Option<String>,
+    /// Transport retries before the measured attempt (0 or 1).
+    pub retries: u32,
 }
 
 /// Sends benchmark requests and counts tokens. [`crate::HttpClient`] is the real one.

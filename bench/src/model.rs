@@ -113,6 +113,9 @@ pub struct Sample {
     pub status: u16,
     /// Why the request failed (`None` = success).
     pub error: Option<String>,
+    /// Transport retries before the measured attempt (a stale keep-alive connection).
+    #[serde(default)]
+    pub retries: u32,
 }
 
 impl Sample {

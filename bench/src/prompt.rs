@@ -98,13 +98,17 @@ async fn probe(
 
 impl PromptBook {
     /// Sizes prompts of `lengths` tokens for `target` (see the module docs); each probe request
-    /// gives up after `timeout`.
+    /// gives up after `timeout`. `sample_prefix` has the length of the unique prefix the
+    /// engine will put in front of each prompt (`""` when none); with a tokenizer it is
+    /// tokenized together with the filler, so the prefix is counted exactly.
+    #[allow(clippy::too_many_arguments)]
     pub async fn build(
         client: &dyn BenchClient,
         target: &Target,
         api: Api,
         lengths: &[u32],
         run_id: &str,
+        sample_prefix: &str,
         timeout: Duration,
     ) -> PromptBook {
         let max = lengths.iter().copied().max().unwrap_or(1) as usize;
@@ -120,10 +124,11 @@ impl PromptBook {
             for &n in lengths {
                 let want = (i64::from(n) - overhead).max(1) as u32;
                 // Smallest length whose token count reaches `want`.
-                let (mut lo, mut hi) = (1usize, (want as usize * 8 + 16).min(filler.len()));
+                let (mut lo, mut hi) = (0usize, (want as usize * 8 + 16).min(filler.len()));
                 while lo < hi {
                     let mid = (lo + hi) / 2;
-                    match client.tokenize(target, &filler[..mid]).await {
+                    let text = format!("{sample_prefix}{}", &filler[..mid]);
+                    match client.tokenize(target, &text).await {
                         Ok(Some(t)) if t >= want => hi = mid,
                         Ok(Some(_)) => lo = mid + 1,
                         _ => {
@@ -135,7 +140,7 @@ impl PromptBook {
                 if !ok {
                     break;
                 }
-                chars.insert(n, lo);
+                chars.insert(n, sample_prefix.len() + lo);
             }
             if ok {
                 return PromptBook {
