@@ -13,8 +13,8 @@ use crate::error::BenchError;
 use crate::io::{BenchClient, BenchRequest, FleetWatch, ModelLoader, ProgressSink};
 use crate::metrics::cell_metrics;
 use crate::model::{
-    CellResult, ClientInfo, LoadReport, Phase, Pollution, Progress, RESULT_SCHEMA_VERSION,
-    RunResult, RunStatus, Sample, StopReason, Target, TargetResult,
+    CellResult, ClientInfo, HostKind, LoadReport, Phase, Pollution, Progress,
+    RESULT_SCHEMA_VERSION, RunResult, RunStatus, Sample, StopReason, Target, TargetResult,
 };
 use crate::prompt::PromptBook;
 use crate::sched::{LaneJob, run_lanes};
@@ -717,7 +717,10 @@ impl TargetRun<'_> {
         if suite.ignore_eos {
             v.insert("ignore_eos".into(), true.into());
         }
-        if suite.cache_prompt == CachePolicy::Disabled {
+        // llama.cpp may still reuse KV for a prompt with a unique tag (observed against a real
+        // llama-server: cache_n 123 of 128), so both policies also turn its prompt cache off.
+        // OpenAI-style APIs reject unknown fields: nothing extra for them.
+        if suite.cache_prompt != CachePolicy::Allowed && self.target.kind != HostKind::Openai {
             v.insert("cache_prompt".into(), false.into());
         }
         Bytes::from(serde_json::to_vec(&v).unwrap_or_default())

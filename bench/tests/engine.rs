@@ -64,6 +64,8 @@ impl BenchClient for Script {
         let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
         assert_eq!(v["stream"], true);
         assert_eq!(v["model"], t.model.as_str());
+        // Default policy (unique prefix) also turns llama.cpp's prompt cache off.
+        assert_eq!(v["cache_prompt"], false);
         let chars = v["messages"][0]["content"].as_str().unwrap().len();
         {
             let mut g = self.inflight.lock().unwrap();
