@@ -1270,7 +1270,10 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
             );
         }
     };
-    if let Some(f) = host.faults.for_request() {
+    // Drawn once per request: the error spreading counts requests, so streamed requests must
+    // not draw twice.
+    let req_faults = host.faults.for_request();
+    if let Some(f) = &req_faults {
         if let Some(h) = f.hang {
             let mut rel = host.faults.hang_release.subscribe();
             let g = *rel.borrow_and_update();
@@ -1493,7 +1496,7 @@ async fn infer(ctx: Ctx, m: usize, kind: Kind, mut hold: Hold) -> Response<SimBo
     }
 
     // Streaming.
-    let faults = host.faults.for_request().unwrap_or_default();
+    let faults = req_faults.unwrap_or_default();
     let include_usage = req.include_usage();
     let (tx, rx) = mpsc::channel::<Result<Bytes, BodyAborted>>(8);
     let mut r = Response::new(SimBody::Chan(rx));

@@ -400,6 +400,21 @@ async fn error_rate_spreads_5xx_deterministically() {
     }
     assert_eq!(codes.iter().filter(|c| **c == 503).count(), 2, "{codes:?}");
     assert_eq!(codes.iter().filter(|c| **c == 200).count(), 6, "{codes:?}");
+    // Streamed requests draw once too: half of four streams fail at rate 0.5.
+    h.faults().set_error_rate(0.5);
+    let mut streamed = Vec::new();
+    for _ in 0..4 {
+        streamed.push(
+            post(&h.base_url(), "/v1/chat/completions", &streaming("m", 2))
+                .await
+                .status,
+        );
+    }
+    assert_eq!(
+        streamed.iter().filter(|c| **c == 503).count(),
+        2,
+        "{streamed:?}"
+    );
     // Upstream errors pass through without llama-swap's `src` and are still metered.
     h.faults().set_error_rate(1.0);
     let r = post(&h.base_url(), "/v1/chat/completions", &chat("m", "hi", 1)).await;
