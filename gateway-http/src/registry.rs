@@ -113,6 +113,21 @@ impl RegistryRouter {
         &self.registry
     }
 
+    /// Whether the last poll reached `provider` (`None`: not polled yet, not configured, or
+    /// a cloud provider); the `reachable` field of `/health` without building the JSON.
+    pub fn reachable(&self, provider: &str) -> Option<bool> {
+        let p = self
+            .registry
+            .providers()
+            .iter()
+            .find(|p| p.id.as_str() == provider)?;
+        if p.kind == ProviderKind::Openai {
+            return None;
+        }
+        let health = self.health.read().unwrap_or_else(|e| e.into_inner());
+        health.get(provider)?.reachable
+    }
+
     /// The current inventory snapshot.
     pub fn inventory(&self) -> Arc<Inventory> {
         self.inventory

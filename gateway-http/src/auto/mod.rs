@@ -615,15 +615,8 @@ impl LiveFleet for PollerFleet {
     }
 
     fn liveness(&self, provider: &ProviderId) -> Liveness {
-        use crate::ModelRouter as _;
-        let health = self.router.health();
-        let reachable = health.as_array().and_then(|a| {
-            a.iter()
-                .find(|h| h.get("id").and_then(|v| v.as_str()) == Some(provider.as_str()))
-                .and_then(|h| h.get("reachable"))
-                .and_then(|v| v.as_bool())
-        });
-        match reachable {
+        // Per `auto:*` request and provider: read the poller's flag, not the `/health` JSON.
+        match self.router.reachable(provider.as_str()) {
             Some(true) => Liveness::Connected,
             Some(false) => Liveness::Down,
             None => Liveness::Unknown,
@@ -719,5 +712,32 @@ impl RouteTrack {
             },
         );
         route
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boo_provider_registry::{MapEnv, from_json_str};
+
+    /// The poller fallback reports a host its last poll could not reach as down, and knows
+    /// nothing of unpolled, cloud or unconfigured providers (what `/health` says).
+    #[tokio::test]
+    async fn poller_liveness_follows_the_last_poll() {
+        let doc = r#"{"providers": [
+            {"id": "desk", "kind": "llama-swap", "base_url": "http://127.0.0.1:1"},
+            {"id": "cloud", "kind": "openai", "base_url": "http://127.0.0.1:1/v1",
+             "models": [{"id": "m"}]}]}"#;
+        let reg = from_json_str(doc, &MapEnv::new())
+            .expect("valid config")
+            .registry;
+        let router = Arc::new(crate::RegistryRouter::new(Arc::new(reg)));
+        let fleet = PollerFleet::new(router.clone());
+        let id = |s: &str| s.parse::<ProviderId>().unwrap();
+        assert_eq!(fleet.liveness(&id("desk")), Liveness::Unknown);
+        router.poll_once().await;
+        assert_eq!(fleet.liveness(&id("desk")), Liveness::Down);
+        assert_eq!(fleet.liveness(&id("cloud")), Liveness::Unknown);
+        assert_eq!(fleet.liveness(&id("nowhere")), Liveness::Unknown);
     }
 }
