@@ -22,6 +22,11 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// mimalloc: the proxy allocates small short-lived buffers per request from several threads;
+/// glibc malloc spent about a tenth of the gateway's CPU time on them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(about = "boocontrol gateway: one OpenAI-compatible endpoint for a llama.cpp fleet")]
 struct Args {

@@ -41,6 +41,7 @@ pub mod auto;
 pub mod bench_api;
 pub mod control;
 mod error;
+mod h1pool;
 pub mod launch;
 mod metrics;
 mod proxy;

@@ -202,8 +202,11 @@ impl Inner {
             }
         }
         let n = self.id_counter.fetch_add(1, Relaxed);
-        let s = format!("{}{:010x}", self.id_prefix, n);
-        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("gw"))
+        let mut s = Vec::with_capacity(self.id_prefix.len() + 16);
+        s.extend_from_slice(self.id_prefix.as_bytes());
+        push_hex(&mut s, n, 10);
+        HeaderValue::from_maybe_shared(Bytes::from(s))
+            .unwrap_or_else(|_| HeaderValue::from_static("gw"))
     }
 
     fn authorized(&self, h: &HeaderMap) -> bool {
@@ -435,9 +438,7 @@ impl Inner {
         }
         let overhead = (t_sent - ctx.t0) + t_headers.elapsed();
         ctx.overhead = Some(overhead);
-        if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1000.0)) {
-            h.insert(X_BOO_OVERHEAD.clone(), v);
-        }
+        h.insert(X_BOO_OVERHEAD.clone(), millis_header(overhead));
         let idle = up.timeouts.idle;
         let deadline = up.timeouts.total.map(|t| ctx.t0 + t);
         let sleep_until = next_wake(idle, deadline);
@@ -492,16 +493,79 @@ impl Inner {
         }
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         h.insert(X_REQUEST_ID.clone(), rid.clone());
-        let ip = peer.ip().to_string();
-        let xff = match src.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip,
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert(X_FORWARDED_FOR.clone(), v);
+        let ip = peer_ip_header(peer.ip());
+        match src.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) => {
+                if let Ok(v) =
+                    HeaderValue::from_str(&format!("{prev}, {}", ip.to_str().unwrap_or_default()))
+                {
+                    h.insert(X_FORWARDED_FOR.clone(), v);
+                }
+            }
+            None => {
+                h.insert(X_FORWARDED_FOR.clone(), ip);
+            }
         }
         h
     }
+}
+
+/// Appends `n` as lowercase hex, zero-padded to at least `width` digits.
+fn push_hex(out: &mut Vec<u8>, n: u64, width: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 16];
+    let mut i = buf.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    for _ in (buf.len() - i)..width {
+        out.push(b'0');
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// A duration as milliseconds with three decimals (`0.042`), for `x-boo-overhead-ms`.
+fn millis_header(d: Duration) -> HeaderValue {
+    let us = d.as_micros();
+    let mut s = Vec::with_capacity(24);
+    s.extend_from_slice((us / 1000).to_string().as_bytes());
+    let frac = (us % 1000) as u32;
+    s.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+    HeaderValue::from_maybe_shared(Bytes::from(s)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+thread_local! {
+    /// The last peer address formatted for `X-Forwarded-For` on this thread: a keep-alive
+    /// client sends many requests from one address, so the text is made once, not per request.
+    static PEER_IP: std::cell::RefCell<Option<(std::net::IpAddr, HeaderValue)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `ip` as a header value (cached per thread for the last address seen).
+fn peer_ip_header(ip: std::net::IpAddr) -> HeaderValue {
+    PEER_IP.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((last, v)) = &*c
+            && *last == ip
+        {
+            return v.clone();
+        }
+        let v = HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        *c = Some((ip, v.clone()));
+        v
+    })
 }
 
 fn next_wake(idle: Duration, deadline: Option<Instant>) -> Instant {
@@ -707,7 +771,7 @@ impl Body for ProxyStream {
                             this.ctx.ttft = Some(this.ctx.t0.elapsed());
                         }
                     } else if let Some(t) = &mut this.tail {
-                        t.feed(d);
+                        t.feed_bytes(d);
                     }
                 }
                 if this.body.is_end_stream() {
@@ -780,3 +844,36 @@ impl Drop for ProxyStream {
 }
 
 use std::future::Future as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_ids_are_zero_padded_like_before() {
+        for n in [0u64, 1, 0xabc, 0xff_ffff_ffff, u64::MAX] {
+            let mut v = b"gw-".to_vec();
+            push_hex(&mut v, n, 10);
+            assert_eq!(String::from_utf8(v).unwrap(), format!("gw-{n:010x}"));
+        }
+    }
+
+    #[test]
+    fn overhead_header_has_three_decimals() {
+        let h = |us| millis_header(Duration::from_micros(us));
+        assert_eq!(h(0), "0.000");
+        assert_eq!(h(42), "0.042");
+        assert_eq!(h(1_234), "1.234");
+        assert_eq!(h(61_000_007), "61000.007");
+    }
+
+    #[test]
+    fn peer_header_follows_the_address() {
+        let a: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        let b: std::net::IpAddr = "::1".parse().unwrap();
+        assert_eq!(peer_ip_header(a), "10.1.2.3");
+        assert_eq!(peer_ip_header(a), "10.1.2.3");
+        assert_eq!(peer_ip_header(b), "::1");
+        assert_eq!(peer_ip_header(a), "10.1.2.3");
+    }
+}

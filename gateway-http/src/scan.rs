@@ -201,9 +201,13 @@ impl SseScanner {
 const TAIL: usize = 16 * 1024;
 
 /// Keeps the tail of a non-streaming JSON body (see the module docs).
+///
+/// The kept chunks are shared (`Bytes` reference counts), not copied: a one-chunk body is
+/// scanned in place at the end.
 #[derive(Debug, Default)]
 pub struct TailScanner {
-    tail: Vec<u8>,
+    parts: std::collections::VecDeque<bytes::Bytes>,
+    len: usize,
 }
 
 impl TailScanner {
@@ -212,27 +216,46 @@ impl TailScanner {
         Self::default()
     }
 
-    /// Feeds the next chunk of the body.
+    /// Feeds the next chunk of the body (copied; see [`TailScanner::feed_bytes`]).
     pub fn feed(&mut self, chunk: &[u8]) {
-        if chunk.len() >= TAIL {
-            self.tail.clear();
-            self.tail.extend_from_slice(&chunk[chunk.len() - TAIL..]);
+        self.feed_bytes(&bytes::Bytes::copy_from_slice(chunk));
+    }
+
+    /// Feeds the next chunk of the body without copying it.
+    pub fn feed_bytes(&mut self, chunk: &bytes::Bytes) {
+        if chunk.is_empty() {
             return;
         }
-        let total = self.tail.len() + chunk.len();
-        if total > TAIL {
-            self.tail.drain(..total - TAIL);
+        self.parts.push_back(chunk.clone());
+        self.len += chunk.len();
+        // Drop leading chunks that lie wholly before the last TAIL bytes.
+        while let Some(front) = self.parts.front() {
+            if self.len - front.len() >= TAIL {
+                self.len -= front.len();
+                self.parts.pop_front();
+            } else {
+                break;
+            }
         }
-        self.tail.extend_from_slice(chunk);
     }
 
     /// Extracts `usage` and `timings` from the kept tail.
     pub fn finish(&self) -> UsageInfo {
+        let joined: Vec<u8>;
+        let all: &[u8] = match self.parts.len() {
+            0 => &[],
+            1 => &self.parts[0],
+            _ => {
+                joined = self.parts.iter().flat_map(|b| b.iter().copied()).collect();
+                &joined
+            }
+        };
+        let tail = &all[all.len().saturating_sub(TAIL)..];
         let mut info = UsageInfo::default();
-        if let Some(u) = value_after_key::<UsageJson>(&self.tail, b"\"usage\"") {
+        if let Some(u) = value_after_key::<UsageJson>(tail, b"\"usage\"") {
             info.apply_usage(u);
         }
-        if let Some(t) = value_after_key::<TimingsJson>(&self.tail, b"\"timings\"") {
+        if let Some(t) = value_after_key::<TimingsJson>(tail, b"\"timings\"") {
             info.apply_timings(t);
         }
         info

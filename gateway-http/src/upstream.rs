@@ -2,9 +2,11 @@
 //! concurrency limiter.
 
 use crate::error::GatewayError;
+use crate::h1pool::{H1Pool, PoolError};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -14,6 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// TCP keep-alive probe interval on upstream connections.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// Most worker threads that get their own upstream pools; more share the last one.
 pub(crate) const MAX_WORKERS: usize = 64;
@@ -81,7 +86,15 @@ pub struct UpstreamSpec {
 pub(crate) struct Endpoint {
     prefix: String,
     strip_v1: bool,
+    /// `Some` for `http://` endpoints (served by the per-worker [`H1Pool`]).
+    plain_authority: Option<http::uri::Authority>,
+    /// Ready-made URIs for the inference paths (no query): building and parsing one per
+    /// request was a measurable share of the proxy's own work.
+    cached: Vec<(&'static str, http::Uri)>,
 }
+
+/// The request paths whose upstream URIs are prepared once per endpoint.
+const CACHED_PATHS: [&str; 3] = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"];
 
 impl Endpoint {
     fn parse(provider: &str, url: &str, strip_v1: bool) -> Result<Self, GatewayError> {
@@ -104,14 +117,37 @@ impl Endpoint {
                 "provider {provider:?}: base_url {url:?} has no host"
             )));
         }
-        Ok(Self {
+        let plain_authority = (uri.scheme_str() == Some("http"))
+            .then(|| uri.authority().cloned())
+            .flatten();
+        let mut me = Self {
             strip_v1,
+            plain_authority,
             prefix: url.to_string(),
-        })
+            cached: Vec::with_capacity(CACHED_PATHS.len()),
+        };
+        for p in CACHED_PATHS {
+            let uri = me.build(p, None).map_err(|e| {
+                GatewayError::Config(format!(
+                    "provider {provider:?}: base_url {url:?} gives an invalid URI for {p}: {e}"
+                ))
+            })?;
+            me.cached.push((p, uri));
+        }
+        Ok(me)
     }
 
     /// Full upstream URI for a request path like `/v1/chat/completions` (plus optional query).
     pub(crate) fn uri(&self, path: &str, query: Option<&str>) -> Result<http::Uri, http::Error> {
+        if query.is_none()
+            && let Some((_, u)) = self.cached.iter().find(|(p, _)| *p == path)
+        {
+            return Ok(u.clone());
+        }
+        self.build(path, query)
+    }
+
+    fn build(&self, path: &str, query: Option<&str>) -> Result<http::Uri, http::Error> {
         let path = if self.strip_v1 {
             path.strip_prefix("/v1").unwrap_or(path)
         } else {
@@ -150,6 +186,51 @@ pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub(crate) struct WorkerClients {
     connector: HttpsConnector<HttpConnector>,
     slots: Box<[OnceLock<HttpClient>]>,
+    /// Per-worker HTTP/1.1 pools for the provider's `http://` endpoints (main, sidecar);
+    /// https goes through the hyper-util client above.
+    plain: Vec<Arc<H1Pool>>,
+}
+
+/// A response head from upstream, or why there is none.
+pub(crate) type UpstreamFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<http::Response<Incoming>, UpstreamError>> + Send>,
+>;
+
+/// Why an upstream request got no response head.
+#[derive(Debug)]
+pub(crate) enum UpstreamError {
+    /// From a plain-HTTP pool.
+    Pool(PoolError),
+    /// From the general (https) client.
+    Client(hyper_util::client::legacy::Error),
+}
+
+impl UpstreamError {
+    /// Whether no connection could be opened (refused, unreachable, connect timeout).
+    pub(crate) fn is_connect(&self) -> bool {
+        match self {
+            Self::Pool(e) => e.is_connect(),
+            Self::Client(e) => e.is_connect(),
+        }
+    }
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pool(e) => e.fmt(f),
+            Self::Client(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Pool(e) => e.source(),
+            Self::Client(e) => e.source(),
+        }
+    }
 }
 
 impl std::fmt::Debug for WorkerClients {
@@ -162,10 +243,29 @@ impl std::fmt::Debug for WorkerClients {
 }
 
 impl WorkerClients {
-    fn new(connector: HttpsConnector<HttpConnector>) -> Self {
+    fn new(
+        connector: HttpsConnector<HttpConnector>,
+        endpoints: &[&Endpoint],
+        connect_timeout: Duration,
+    ) -> Self {
+        let mut plain: Vec<Arc<H1Pool>> = Vec::new();
+        for a in endpoints.iter().filter_map(|e| e.plain_authority.as_ref()) {
+            if plain.iter().any(|p| p.authority() == a) {
+                continue;
+            }
+            if let Some(p) = H1Pool::new(
+                a.clone(),
+                connect_timeout,
+                Some(TCP_KEEPALIVE),
+                MAX_WORKERS + 1,
+            ) {
+                plain.push(Arc::new(p));
+            }
+        }
         Self {
             connector,
             slots: (0..=MAX_WORKERS).map(|_| OnceLock::new()).collect(),
+            plain,
         }
     }
 
@@ -175,12 +275,23 @@ impl WorkerClients {
         self.slots[i].get_or_init(|| client_with(self.connector.clone()))
     }
 
-    /// Sends `req` over the calling thread's pool.
-    pub(crate) fn request(
-        &self,
-        req: http::Request<Full<Bytes>>,
-    ) -> hyper_util::client::legacy::ResponseFuture {
-        self.get().request(req)
+    /// Sends `req` (absolute URI) over the calling thread's pool for its endpoint.
+    pub(crate) fn request(&self, req: http::Request<Full<Bytes>>) -> UpstreamFuture {
+        let uri = req.uri();
+        if uri.scheme_str() == Some("http")
+            && let Some(pool) = self
+                .plain
+                .iter()
+                .find(|p| Some(p.authority()) == uri.authority())
+        {
+            let pool = pool.clone();
+            let slot = WORKER.with(Cell::get);
+            return Box::pin(
+                async move { pool.send(slot, req).await.map_err(UpstreamError::Pool) },
+            );
+        }
+        let fut = self.get().request(req);
+        Box::pin(async move { fut.await.map_err(UpstreamError::Client) })
     }
 }
 
@@ -227,7 +338,7 @@ fn connector_with(
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
     http.enforce_http(false);
-    http.set_keepalive(Some(Duration::from_secs(60)));
+    http.set_keepalive(Some(TCP_KEEPALIVE));
     hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -303,7 +414,14 @@ impl Upstream {
         Ok(Self {
             provider: spec.provider.as_str().into(),
             provider_header,
-            client: WorkerClients::new(connector),
+            client: WorkerClients::new(
+                connector,
+                &[Some(&main), sidecar.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>(),
+                spec.timeouts.connect,
+            ),
             main,
             sidecar,
             headers,
@@ -362,6 +480,14 @@ mod tests {
         assert_eq!(
             e.uri("/v1/embeddings", Some("a=1")).unwrap().to_string(),
             "https://api.example.com/v1/embeddings?a=1"
+        );
+        // The prepared URIs (no query) match what would be built.
+        for p in CACHED_PATHS {
+            assert_eq!(e.uri(p, None).unwrap(), e.build(p, None).unwrap());
+        }
+        assert_eq!(
+            e.uri("/v1/chat/completions", None).unwrap().to_string(),
+            "https://api.example.com/v1/chat/completions"
         );
         assert!(Endpoint::parse("p", "ftp://x", false).is_err());
         assert!(Endpoint::parse("p", "not a url", false).is_err());
