@@ -33,6 +33,10 @@ use std::process::ExitCode;
 use boo_provider_registry::{ConfigError, ConfigSource, Loaded, ProcessEnv, ResolveError};
 use clap::{Parser, Subcommand};
 
+/// Same allocator as the gateway example (`booctl serve` runs the same server).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Default gateway URL for commands that talk to a running gateway.
 pub const DEFAULT_GATEWAY_URL: &str = "http://127.0.0.1:9503";
 

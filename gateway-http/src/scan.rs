@@ -6,9 +6,11 @@
 //! * [`TailScanner`]: keeps the last few KiB of a non-streaming JSON body and extracts `usage`
 //!   and `timings` from it at the end.
 
+use memchr::memmem::FinderRev;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 /// Token counts and speeds picked from a response.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -251,11 +253,14 @@ impl TailScanner {
             }
         };
         let tail = &all[all.len().saturating_sub(TAIL)..];
+        static USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new("\"usage\""));
+        static TIMINGS: LazyLock<FinderRev<'static>> =
+            LazyLock::new(|| FinderRev::new("\"timings\""));
         let mut info = UsageInfo::default();
-        if let Some(u) = value_after_key::<UsageJson>(tail, b"\"usage\"") {
+        if let Some(u) = value_after_key::<UsageJson>(tail, &USAGE) {
             info.apply_usage(u);
         }
-        if let Some(t) = value_after_key::<TimingsJson>(tail, b"\"timings\"") {
+        if let Some(t) = value_after_key::<TimingsJson>(tail, &TIMINGS) {
             info.apply_timings(t);
         }
         info
@@ -263,9 +268,10 @@ impl TailScanner {
 }
 
 /// Parses the JSON value following the last unescaped occurrence of `key` in `hay`.
-fn value_after_key<T: for<'de> Deserialize<'de>>(hay: &[u8], key: &[u8]) -> Option<T> {
+fn value_after_key<T: for<'de> Deserialize<'de>>(hay: &[u8], finder: &FinderRev<'_>) -> Option<T> {
+    let key = finder.needle();
     let mut end = hay.len();
-    while let Some(pos) = memchr::memmem::rfind(&hay[..end], key) {
+    while let Some(pos) = finder.rfind(&hay[..end]) {
         end = pos;
         if pos > 0 && hay[pos - 1] == b'\\' {
             continue;
