@@ -439,24 +439,7 @@ impl Inner {
         let overhead = (t_sent - ctx.t0) + t_headers.elapsed();
         ctx.overhead = Some(overhead);
         h.insert(X_BOO_OVERHEAD.clone(), millis_header(overhead));
-        let idle = up.timeouts.idle;
-        let deadline = up.timeouts.total.map(|t| ctx.t0 + t);
-        let sleep_until = next_wake(idle, deadline);
-        let stream = ProxyStream {
-            body: rbody,
-            sleep: Box::pin(tokio::time::sleep_until(sleep_until.into())),
-            idle,
-            deadline,
-            sse: is_sse.then(SseScanner::new),
-            tail: (!is_sse).then(TailScanner::new),
-            inject: None,
-            ended: false,
-            ctx: {
-                let det = ctx.detached();
-                std::mem::replace(ctx, det)
-            },
-            _permit: permit,
-        };
+        let stream = ProxyStream::new(rbody, &up.timeouts, is_sse, ctx, permit);
         builder
             .body(RespBody::proxy(Box::new(stream)))
             .map_err(|e| GatewayError::Config(format!("response build failed: {e}")))
@@ -568,8 +551,9 @@ fn peer_ip_header(ip: std::net::IpAddr) -> HeaderValue {
     })
 }
 
-fn next_wake(idle: Duration, deadline: Option<Instant>) -> Instant {
-    let t = Instant::now() + idle;
+/// When an idle timer armed at `from` fires: `from + idle`, or the total deadline if sooner.
+fn wake_at(from: Instant, idle: Duration, deadline: Option<Instant>) -> Instant {
+    let t = from + idle;
     match deadline {
         Some(d) if d < t => d,
         _ => t,
@@ -708,26 +692,55 @@ impl Drop for Ctx {
     }
 }
 
-/// The upstream response body, passed through frame by frame.
+/// The upstream response body, passed through frame by frame as it arrives.
 pub(crate) struct ProxyStream {
     body: Incoming,
     sleep: Pin<Box<Sleep>>,
     idle: Duration,
     deadline: Option<Instant>,
+    /// When the last body bytes arrived (the idle timer is re-armed lazily from it).
+    last_data: Instant,
     sse: Option<SseScanner>,
     tail: Option<TailScanner>,
-    inject: Option<Bytes>,
     ended: bool,
     ctx: Ctx,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
+type FramePoll = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+
 impl ProxyStream {
-    fn end_with_error(
-        &mut self,
-        class: &'static str,
-        msg: String,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    /// Streams `body` back to the client under `ctx` (moved out, leaving a detached copy).
+    pub(crate) fn new(
+        body: Incoming,
+        timeouts: &crate::upstream::UpstreamTimeouts,
+        is_sse: bool,
+        ctx: &mut Ctx,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        let idle = timeouts.idle;
+        let deadline = timeouts.total.map(|t| ctx.t0 + t);
+        let now = Instant::now();
+        Self {
+            body,
+            sleep: Box::pin(tokio::time::sleep_until(
+                wake_at(now, idle, deadline).into(),
+            )),
+            idle,
+            deadline,
+            last_data: now,
+            sse: is_sse.then(SseScanner::new),
+            tail: (!is_sse).then(TailScanner::new),
+            ended: false,
+            ctx: {
+                let det = ctx.detached();
+                std::mem::replace(ctx, det)
+            },
+            _permit: permit,
+        }
+    }
+
+    fn end_with_error(&mut self, class: &'static str, msg: String) -> FramePoll {
         self.ctx.error_class = Some(class);
         self.ended = true;
         if self.sse.is_some() {
@@ -751,14 +764,8 @@ impl Body for ProxyStream {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> FramePoll {
         let this = &mut *self;
-        if let Some(b) = this.inject.take() {
-            return Poll::Ready(Some(Ok(Frame::data(b))));
-        }
         if this.ended {
             return Poll::Ready(None);
         }
@@ -766,6 +773,7 @@ impl Body for ProxyStream {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.ctx.bytes_out += d.len() as i64;
+                    this.last_data = Instant::now();
                     if let Some(s) = &mut this.sse {
                         if s.feed(d) {
                             this.ctx.ttft = Some(this.ctx.t0.elapsed());
@@ -778,9 +786,6 @@ impl Body for ProxyStream {
                     // hyper may stop polling once the body reports its end (Content-Length met).
                     this.ended = true;
                     this.ctx.completed = true;
-                } else {
-                    let wake = next_wake(this.idle, this.deadline);
-                    this.sleep.as_mut().reset(wake.into());
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -796,27 +801,37 @@ impl Body for ProxyStream {
                 this.ctx.completed = true;
                 Poll::Ready(None)
             }
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    let provider = this.ctx.provider.as_deref().unwrap_or("").to_string();
-                    let total = this.deadline.is_some_and(|d| Instant::now() >= d);
-                    let (class, what) = if total {
-                        ("upstream_total_timeout", "total")
-                    } else {
-                        ("upstream_idle_timeout", "idle")
-                    };
-                    this.end_with_error(
-                        class,
-                        format!("upstream provider {provider:?} exceeded its {what} timeout"),
-                    )
+            // The idle timer is re-armed lazily from the last data: a stream that keeps flowing
+            // touches the timer wheel about once per idle period instead of once per chunk.
+            Poll::Pending => loop {
+                match this.sleep.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) => {
+                        let now = Instant::now();
+                        let due = wake_at(this.last_data, this.idle, this.deadline);
+                        if due > now {
+                            this.sleep.as_mut().reset(due.into());
+                            continue;
+                        }
+                        let provider = this.ctx.provider.as_deref().unwrap_or("").to_string();
+                        let total = this.deadline.is_some_and(|d| now >= d);
+                        let (class, what) = if total {
+                            ("upstream_total_timeout", "total")
+                        } else {
+                            ("upstream_idle_timeout", "idle")
+                        };
+                        return this.end_with_error(
+                            class,
+                            format!("upstream provider {provider:?} exceeded its {what} timeout"),
+                        );
+                    }
                 }
-                Poll::Pending => Poll::Pending,
             },
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inject.is_none() && (self.ended || self.body.is_end_stream())
+        self.ended || self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

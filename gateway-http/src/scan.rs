@@ -160,11 +160,14 @@ impl SseScanner {
             return;
         }
         // After the first token, only chunks that may carry usage/timings/error are parsed.
-        if self.first_token
-            && memchr::memmem::find(payload, b"\"usage\"").is_none()
-            && memchr::memmem::find(payload, b"\"timings\"").is_none()
-            && memchr::memmem::find(payload, b"\"error\"").is_none()
-        {
+        static KEYS: LazyLock<[memchr::memmem::Finder<'static>; 3]> = LazyLock::new(|| {
+            [
+                memchr::memmem::Finder::new("\"usage\""),
+                memchr::memmem::Finder::new("\"timings\""),
+                memchr::memmem::Finder::new("\"error\""),
+            ]
+        });
+        if self.first_token && KEYS.iter().all(|k| k.find(payload).is_none()) {
             return;
         }
         let Ok(p) = serde_json::from_slice::<ChunkProbe<'_>>(payload) else {

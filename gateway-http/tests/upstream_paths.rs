@@ -228,6 +228,47 @@ async fn total_timeout_cuts_a_slow_dripping_stream() {
     );
 }
 
+#[tokio::test]
+async fn idle_timeout_counts_from_the_last_chunk_not_the_first() {
+    let (up, up_addr) = start_upstream().await;
+    let mut s = spec("drip", format!("http://{up_addr}"));
+    // Chunks every 10 ms; the idle timer (60 ms) is re-armed from the last chunk, so only the
+    // total deadline (400 ms, several idle periods later) may end the stream.
+    s.timeouts.idle = Duration::from_millis(60);
+    s.timeouts.total = Some(Duration::from_millis(400));
+    let router = StaticRouter::new().provider("drip", &["forever"]);
+    let sink = Arc::new(MemorySink::new());
+    let gw = Gateway::new(
+        GatewayConfig::default(),
+        Arc::new(router),
+        &[s],
+        sink.clone() as Arc<dyn TelemetrySink>,
+    )
+    .unwrap();
+    let (addr, _stop, _server) = serve(gw, 0).await;
+    let t0 = Instant::now();
+    let (status, _, b) = post(
+        addr,
+        "/v1/chat/completions",
+        &[],
+        r#"{"model":"drip/forever","stream":true}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t0.elapsed()
+    );
+    let text = String::from_utf8_lossy(&b);
+    assert!(
+        text.contains("\"code\":\"upstream_total_timeout\""),
+        "{text}"
+    );
+    assert!(!text.contains("upstream_idle_timeout"), "{text}");
+    assert!(eventually(|| up.forever_cancelled.load(Ordering::SeqCst)).await);
+}
+
 /// `requests_processing` from a llama-server-mode sim host's `/metrics`.
 async fn sim_processing(host: &SimHost) -> f64 {
     let r = boo_fleet_sim::client::get(&host.base_url(), "/metrics")

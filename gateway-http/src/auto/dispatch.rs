@@ -301,24 +301,7 @@ impl Inner {
         // The client asked for the virtual name; the record keeps it, the route says where it went.
         let overhead = t_headers - ctx.t0;
         ctx.overhead = Some(overhead);
-        let idle = up.timeouts.idle;
-        let deadline = up.timeouts.total.map(|t| ctx.t0 + t);
-        let sleep_until = next_wake(idle, deadline);
-        let stream = ProxyStream {
-            body: rbody,
-            sleep: Box::pin(tokio::time::sleep_until(sleep_until.into())),
-            idle,
-            deadline,
-            sse: is_sse.then(SseScanner::new),
-            tail: (!is_sse).then(TailScanner::new),
-            inject: None,
-            ended: false,
-            ctx: {
-                let det = ctx.detached();
-                std::mem::replace(ctx, det)
-            },
-            _permit: permit,
-        };
+        let stream = ProxyStream::new(rbody, &up.timeouts, is_sse, ctx, permit);
         builder
             .body(RespBody::proxy(Box::new(stream)))
             .map_err(|e| GatewayError::Config(format!("response build failed: {e}")))
