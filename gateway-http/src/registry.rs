@@ -41,7 +41,14 @@ pub struct RegistryRouter {
     inventory: RwLock<Arc<Inventory>>,
     health: RwLock<HashMap<String, ProviderHealth>>,
     favorites: Box<dyn FavoritesSource>,
+    /// Resolved composite ids (`provider/model` of a configured provider): their route
+    /// depends only on the registry, which a router never changes (a reload builds a new
+    /// router), so each id is parsed and resolved once.
+    composite: RwLock<HashMap<Box<str>, Routed>>,
 }
+
+/// Most composite ids remembered per router (later ones are resolved every time).
+const COMPOSITE_CACHE: usize = 4096;
 
 impl std::fmt::Debug for RegistryRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,6 +105,7 @@ impl RegistryRouter {
             ids,
             inventory: RwLock::new(Arc::new(inv)),
             health: RwLock::new(HashMap::new()),
+            composite: RwLock::new(HashMap::new()),
             favorites: Box::new(Vec::new),
         }
     }
@@ -299,6 +307,14 @@ fn parse_models(body: &[u8]) -> Result<Vec<InventoryModel>, String> {
 
 impl ModelRouter for RegistryRouter {
     fn resolve(&self, model: &str) -> Result<Routed, GatewayError> {
+        if let Some(r) = self
+            .composite
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(model)
+        {
+            return Ok(r.clone());
+        }
         let inv = self.inventory();
         match self.registry.resolve(model, Some(&inv)) {
             Ok(r) => {
@@ -306,12 +322,23 @@ impl ModelRouter for RegistryRouter {
                     Some(p) => p.clone(),
                     None => Arc::from(r.provider.as_str()),
                 };
-                Ok(Routed {
+                let routed = Routed {
                     provider,
                     model: r.model.to_string(),
                     wire_model: r.wire_model,
                     via_sidecar: r.target.via_sidecar,
-                })
+                };
+                // Only ids that name a configured provider; bare ids follow the inventory.
+                let composite = model
+                    .split_once('/')
+                    .is_some_and(|(p, _)| self.ids.contains_key(p) && routed.model == model);
+                if composite {
+                    let mut c = self.composite.write().unwrap_or_else(|e| e.into_inner());
+                    if c.len() < COMPOSITE_CACHE {
+                        c.insert(model.into(), routed.clone());
+                    }
+                }
+                Ok(routed)
             }
             Err(ResolveError::Malformed(e)) => Err(GatewayError::InvalidModel {
                 model: model.to_string(),
@@ -396,5 +423,45 @@ mod tests {
         assert_eq!(m[1].state, Some(LoadState::Stopped));
         assert_eq!(m[2].state, None);
         assert!(parse_models(b"{}").is_err());
+    }
+
+    fn router(doc: &str) -> RegistryRouter {
+        let reg = boo_provider_registry::from_json_str(doc, &boo_provider_registry::MapEnv::new())
+            .unwrap()
+            .registry;
+        RegistryRouter::new(Arc::new(reg))
+    }
+
+    #[test]
+    fn composite_ids_are_resolved_once_and_bare_ids_follow_the_inventory() {
+        let r = router(
+            r#"{"providers":[
+                {"id":"a","kind":"llama-server","base_url":"http://127.0.0.1:1",
+                 "sidecar":{"url":"http://127.0.0.1:2","models":["emb"]}},
+                {"id":"off","kind":"llama-server","base_url":"http://127.0.0.1:3","enabled":false}]}"#,
+        );
+        let first = r.resolve("a/qwen").unwrap();
+        assert_eq!((&*first.provider, first.wire_model.as_str()), ("a", "qwen"));
+        assert_eq!(r.resolve("a/qwen").unwrap(), first);
+        assert!(r.resolve("a/emb").unwrap().via_sidecar);
+        assert!(!r.resolve("a/qwen").unwrap().via_sidecar);
+        // Errors are never remembered.
+        assert!(r.resolve("off/qwen").is_err());
+        assert!(r.resolve("off/qwen").is_err());
+        assert!(r.resolve("nobody/qwen").is_err());
+        assert_eq!(r.composite.read().unwrap().len(), 2);
+        // A bare id resolves through the inventory and is not cached.
+        let mut inv = Inventory::new();
+        inv.set_provider(
+            "a".parse().unwrap(),
+            vec![InventoryModel {
+                id: "bare-one".into(),
+                state: None,
+                context_length: None,
+            }],
+        );
+        *r.inventory.write().unwrap() = Arc::new(inv);
+        assert_eq!(r.resolve("bare-one").unwrap().model, "a/bare-one");
+        assert_eq!(r.composite.read().unwrap().len(), 2);
     }
 }
