@@ -6,7 +6,8 @@
 //!   cargo bench -p boo-telemetry-store --bench store          # SQLite and Postgres
 //! ```
 //! Environment: `BENCH_WRITER_ROWS` (default 200000), `BENCH_FEED_ROWS` (default 1000000),
-//! `BENCH_FEED_QUERIES` (default 300).
+//! `BENCH_FEED_QUERIES` (default 300), `BENCH_MAX_BATCH` (the writer's `max_batch`, default
+//! from [`BatchConfig`]).
 //!
 //! 1. Insert throughput through the batch writer (default config: 500-row batches, 100 ms):
 //!    rows/s from the first `try_record` until shutdown has flushed everything.
@@ -83,6 +84,7 @@ async fn writer_throughput(label: &str, store: Arc<dyn Store>, rows: usize) {
     let recs: Vec<RequestRecord> = (0..rows).map(|i| record(i, base)).collect();
     let cfg = BatchConfig {
         capacity: rows,
+        max_batch: env_num("BENCH_MAX_BATCH", BatchConfig::default().max_batch),
         ..Default::default()
     };
     let w = BatchWriter::spawn(store.clone(), cfg);

@@ -1,6 +1,8 @@
 //! SQLite adapter: the embedded default (`sqlite://boocontrol.db`).
 //!
-//! Timestamps are stored as INTEGER microseconds (UTC); JSON as TEXT.
+//! Timestamps are stored as INTEGER microseconds (UTC); JSON as TEXT. Each pooled connection
+//! runs on its own sqlx worker thread, named `boo-sqlite-N` and lowered to nice
+//! [`DEFAULT_WORKER_NICE`] on Linux ([`WORKER_NICE_ENV`] overrides it).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
