@@ -127,6 +127,8 @@ impl SqliteStore {
     }
 
     /// [`open`](Self::open) with an explicit worker nice value (0 = leave the priority alone).
+    /// Threads are matched by name, so this also lowers the workers of other SQLite stores in
+    /// the process to at least `nice` (priorities are only ever lowered).
     pub async fn open_with_nice(url: &str, nice: i32) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
