@@ -6,7 +6,8 @@
 //!   cargo bench -p boo-telemetry-store --bench store          # SQLite and Postgres
 //! ```
 //! Environment: `BENCH_WRITER_ROWS` (default 200000), `BENCH_FEED_ROWS` (default 1000000),
-//! `BENCH_FEED_QUERIES` (default 300).
+//! `BENCH_FEED_QUERIES` (default 300), `BENCH_MAX_BATCH` (the writer's `max_batch`, default
+//! from [`BatchConfig`]).
 //!
 //! 1. Insert throughput through the batch writer (default config: 500-row batches, 100 ms):
 //!    rows/s from the first `try_record` until shutdown has flushed everything.
@@ -62,6 +63,17 @@ fn record(i: usize, base: DateTime<Utc>) -> RequestRecord {
     }
 }
 
+/// CPU time (user + system) of this process so far, from `/proc/self/stat` (Linux; `None`
+/// elsewhere). Clock ticks are 10 ms, so only long runs give a meaningful per-row figure.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
@@ -72,9 +84,11 @@ async fn writer_throughput(label: &str, store: Arc<dyn Store>, rows: usize) {
     let recs: Vec<RequestRecord> = (0..rows).map(|i| record(i, base)).collect();
     let cfg = BatchConfig {
         capacity: rows,
+        max_batch: env_num("BENCH_MAX_BATCH", BatchConfig::default().max_batch),
         ..Default::default()
     };
     let w = BatchWriter::spawn(store.clone(), cfg);
+    let cpu0 = cpu_time();
     let start = Instant::now();
     for r in recs {
         w.try_record(r);
@@ -82,15 +96,21 @@ async fn writer_throughput(label: &str, store: Arc<dyn Store>, rows: usize) {
     let enqueue = start.elapsed();
     w.clone().shutdown().await;
     let elapsed = start.elapsed();
+    let cpu = cpu0.zip(cpu_time()).map(|(a, b)| b.saturating_sub(a));
     let st = w.stats();
     assert_eq!(st.dropped, 0, "bench dropped rows: {st:?}");
     assert_eq!(st.written as usize, rows);
     println!(
-        "{label:9} writer: {rows} rows in {:.2}s = {:.0} rows/s (enqueue {:.1} ns/row, {} flushes)",
+        "{label:9} writer: {rows} rows in {:.2}s = {:.0} rows/s (enqueue {:.1} ns/row, {} flushes, \
+         process CPU {} µs/row)",
         elapsed.as_secs_f64(),
         rows as f64 / elapsed.as_secs_f64(),
         enqueue.as_nanos() as f64 / rows as f64,
-        st.flushes
+        st.flushes,
+        cpu.map_or("?".into(), |c| format!(
+            "{:.2}",
+            c.as_secs_f64() * 1e6 / rows as f64
+        )),
     );
 }
 

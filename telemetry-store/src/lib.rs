@@ -6,7 +6,9 @@
 //! * [`Store`] is the async trait both adapters implement (inserts, queries, retention
 //!   primitives). Inserts are idempotent: `ON CONFLICT DO NOTHING` on each table's natural key.
 //! * [`BatchWriter`] puts records on a bounded channel; the gateway calls
-//!   [`BatchWriterHandle::try_record`], which never blocks.
+//!   [`BatchWriterHandle::try_record`], which never blocks. On SQLite the inserts run on
+//!   sqlx's per-connection threads at nice 10 (see [`sqlite::WORKER_NICE_ENV`]), so a saturated
+//!   gateway's proxy threads win the CPU and telemetry queues instead.
 //! * [`retention`] holds the pure planner and the executor (`spawn_retention` for the daily
 //!   timer, `run_retention(.., dry_run)` for `booctl retention run`).
 //!

@@ -502,6 +502,11 @@ impl Store for PgStore {
             }
             if let Some(s) = filter.status {
                 qb.push(" AND status = ").push_bind(i32::from(s));
+                if s >= ERROR_STATUS_MIN {
+                    // Implied by the equality, but spelled out so the partial index on failed
+                    // requests (idx_requests_error_ts, migration 0004) is usable.
+                    qb.push(format!(" AND status >= {ERROR_STATUS_MIN}"));
+                }
             }
             if let Some(c) = cursor {
                 push_cursor(&mut qb, FeedOrigin::Gateway, "request_id", c);

@@ -1,6 +1,8 @@
 //! SQLite adapter: the embedded default (`sqlite://boocontrol.db`).
 //!
-//! Timestamps are stored as INTEGER microseconds (UTC); JSON as TEXT.
+//! Timestamps are stored as INTEGER microseconds (UTC); JSON as TEXT. Each pooled connection
+//! runs on its own sqlx worker thread, named `boo-sqlite-N` and lowered to nice
+//! [`DEFAULT_WORKER_NICE`] on Linux ([`WORKER_NICE_ENV`] overrides it).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -46,19 +48,109 @@ fn status_u16(v: Option<i64>) -> Option<u16> {
     v.and_then(|s| u16::try_from(s).ok())
 }
 
+/// Environment variable: the nice value (0..=19) of the SQLite worker threads (default
+/// [`DEFAULT_WORKER_NICE`]; `0` leaves them at the process's priority).
+pub const WORKER_NICE_ENV: &str = "BOOCONTROL_SQLITE_NICE";
+
+/// Default nice value of the SQLite worker threads: under CPU saturation the proxy's threads
+/// (nice 0) get about nine times the CPU share of a telemetry insert.
+pub const DEFAULT_WORKER_NICE: i32 = 10;
+
+/// Name prefix of the SQLite worker threads (sqlx runs each connection on its own thread).
+pub const WORKER_THREAD_PREFIX: &str = "boo-sqlite-";
+
+/// The worker nice value from [`WORKER_NICE_ENV`] (unset or empty → the default).
+pub fn worker_nice_from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<i32> {
+    match get(WORKER_NICE_ENV).filter(|v| !v.trim().is_empty()) {
+        None => Ok(DEFAULT_WORKER_NICE),
+        Some(v) => match v.trim().parse::<i32>() {
+            Ok(n) if (0..=19).contains(&n) => Ok(n),
+            _ => Err(crate::StoreError::Invalid {
+                field: WORKER_NICE_ENV,
+                problem: format!("expected an integer 0..=19, got {v:?}"),
+            }),
+        },
+    }
+}
+
+/// Raise the nice value of every SQLite worker thread of this process to at least `nice`
+/// (Linux; elsewhere a no-op). Threads are found by name in `/proc/self/task`. Returns how many
+/// threads were changed. Failures are logged and skipped: priority is an optimisation.
+fn renice_workers(nice: i32) -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{Pid, getpriority_process, setpriority_process};
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return 0;
+        };
+        let mut changed = 0;
+        for t in tasks.flatten() {
+            let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(comm) = std::fs::read_to_string(t.path().join("comm")) else {
+                continue;
+            };
+            if !comm.starts_with(WORKER_THREAD_PREFIX) {
+                continue;
+            }
+            let pid = Pid::from_raw(tid);
+            // On Linux, PRIO_PROCESS with a thread id sets that thread's nice value only.
+            if getpriority_process(pid).is_ok_and(|cur| cur >= nice) {
+                continue;
+            }
+            match setpriority_process(pid, nice) {
+                Ok(()) => changed += 1,
+                Err(e) => {
+                    tracing::debug!(tid, error = %e, "could not lower SQLite worker priority")
+                }
+            }
+        }
+        changed
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = nice;
+        0
+    }
+}
+
 impl SqliteStore {
     /// Open (creating the file if missing), switch to WAL and apply migrations.
+    ///
+    /// The connections' worker threads (named `boo-sqlite-N`) run at nice
+    /// [`DEFAULT_WORKER_NICE`] (or [`WORKER_NICE_ENV`]): telemetry inserts yield the CPU to
+    /// the gateway's proxy threads when both want it.
     pub async fn open(url: &str) -> Result<Self> {
+        let nice = worker_nice_from_env(&|k| std::env::var(k).ok())?;
+        Self::open_with_nice(url, nice).await
+    }
+
+    /// [`open`](Self::open) with an explicit worker nice value (0 = leave the priority alone).
+    /// Threads are matched by name, so this also lowers the workers of other SQLite stores in
+    /// the process to at least `nice` (priorities are only ever lowered).
+    pub async fn open_with_nice(url: &str, nice: i32) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(false);
+            .foreign_keys(false)
+            .thread_name(|id| format!("{WORKER_THREAD_PREFIX}{id}"));
         // Each connection to an in-memory database is a different database: use one.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let nice = nice.clamp(0, 19);
         let pool = SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { 4 })
+            // Runs after each new connection (its worker thread exists by then).
+            .after_connect(move |_conn, _meta| {
+                Box::pin(async move {
+                    if nice > 0 {
+                        renice_workers(nice);
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
@@ -171,7 +263,14 @@ impl Store for SqliteStore {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
+        // A batch that fits one statement runs without BEGIN/COMMIT: a single statement is
+        // atomic on its own, and inside an explicit transaction SQLite would also write a
+        // statement journal (a temp file) for every multi-row INSERT.
+        let mut tx = if rows.len() > CHUNK {
+            Some(self.pool.begin().await?)
+        } else {
+            None
+        };
         let mut n = 0;
         for chunk in rows.chunks(CHUNK) {
             let mut qb = QueryBuilder::<Sqlite>::new(
@@ -202,9 +301,16 @@ impl Store for SqliteStore {
                     .push_bind(r.route.as_ref().map(json_text));
             });
             qb.push(" ON CONFLICT DO NOTHING");
-            n += qb.build().execute(&mut *tx).await?.rows_affected();
+            let q = qb.build();
+            n += match tx.as_mut() {
+                Some(tx) => q.execute(&mut **tx).await?,
+                None => q.execute(&self.pool).await?,
+            }
+            .rows_affected();
         }
-        tx.commit().await?;
+        if let Some(tx) = tx {
+            tx.commit().await?;
+        }
         Ok(n)
     }
 
@@ -432,6 +538,11 @@ impl Store for SqliteStore {
             }
             if let Some(s) = filter.status {
                 qb.push(" AND status = ").push_bind(i64::from(s));
+                if s >= ERROR_STATUS_MIN {
+                    // Implied by the equality, but spelled out so the partial index on failed
+                    // requests (idx_requests_error_ts, migration 0004) is usable.
+                    qb.push(format!(" AND status >= {ERROR_STATUS_MIN}"));
+                }
             }
             if let Some(c) = cursor {
                 push_cursor(&mut qb, FeedOrigin::Gateway, "request_id", c);

@@ -230,6 +230,10 @@ pub fn store_url(flag: Option<&str>, get: &dyn Fn(&str) -> Option<String>) -> St
         .unwrap_or_else(|| DEFAULT_STORE_URL.to_string())
 }
 
+/// Gateway requests with a status at or above this are indexed by status
+/// (`idx_requests_error_ts`); a feed filter on a lower status walks the time index.
+pub(crate) const ERROR_STATUS_MIN: u16 = 400;
+
 /// Clamp a feed page size to 1..=1000.
 pub(crate) fn clamp_limit(limit: u32) -> i64 {
     i64::from(limit.clamp(1, 1000))

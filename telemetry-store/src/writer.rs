@@ -25,7 +25,8 @@ pub struct BatchConfig {
     /// Records buffered in the channel before new ones are dropped (default 100 000).
     /// In-flight batches (see `max_in_flight`) hold up to `max_batch` rows each on top.
     pub capacity: usize,
-    /// Flush when this many rows are pending (default 500).
+    /// Flush when this many rows are pending (default 1000: on SQLite one INSERT statement, and
+    /// per row about 10 % less CPU than 500-row batches, measured with the `store` bench).
     pub max_batch: usize,
     /// Flush at least this often while rows are pending (default 100 ms).
     pub flush_interval: Duration,
@@ -46,7 +47,7 @@ impl Default for BatchConfig {
     fn default() -> Self {
         Self {
             capacity: 100_000,
-            max_batch: 500,
+            max_batch: 1000,
             flush_interval: Duration::from_millis(100),
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),

@@ -27,6 +27,8 @@ suite!(
     shutdown_during_an_outage_gives_up_after_its_timeout_and_counts_drops,
     restart_brings_back_feed_aggregates_and_watermarks,
     retention_timer_catches_up_on_start,
+    feed_status_filter_finds_successes_and_failures,
+    large_and_small_request_batches_store_each_row_once,
 );
 
 async fn all_feed(store: &dyn Store, filter: &FeedFilter, page_size: u32) -> Vec<FeedRow> {
@@ -136,6 +138,57 @@ async fn feed_is_newest_first_filtered_and_keyset_paginated(h: Harness) {
     .await;
     assert_eq!(host_only.len(), 10);
     assert_eq!(host_only[0].id, "alpha:9");
+}
+
+/// A batch bigger than one INSERT statement (several statements in a transaction) and small
+/// batches (one statement, no transaction) both skip rows already stored.
+async fn large_and_small_request_batches_store_each_row_once(h: Harness) {
+    let s = h.store.as_ref();
+    let rows: Vec<_> = (0..2500)
+        .map(|i| req(&format!("b{i:05}"), i, "alpha", Some("arena")))
+        .collect();
+    assert_eq!(s.insert_requests(&rows[..100]).await.unwrap(), 100);
+    assert_eq!(s.insert_requests(&rows).await.unwrap(), 2400);
+    assert_eq!(s.insert_requests(&rows[2000..2300]).await.unwrap(), 0);
+    let all = all_feed(s, &FeedFilter::default(), 1000).await;
+    assert_eq!(all.len(), 2500);
+    assert_eq!(all[0].id, "b02499");
+}
+
+/// Only failed requests are indexed by status (migration 0004); every status still filters.
+async fn feed_status_filter_finds_successes_and_failures(h: Harness) {
+    let s = h.store.as_ref();
+    let statuses = [200u16, 204, 200, 499, 502, 200, 503, 502];
+    let reqs: Vec<_> = statuses
+        .iter()
+        .enumerate()
+        .map(|(i, st)| {
+            let mut r = req(&format!("s{i}"), i as i64, "alpha", Some("arena"));
+            r.status = *st;
+            r
+        })
+        .collect();
+    s.insert_requests(&reqs).await.unwrap();
+    for st in [200u16, 204, 499, 502, 503, 404] {
+        let want: Vec<String> = (0..statuses.len())
+            .rev()
+            .filter(|&i| statuses[i] == st)
+            .map(|i| format!("s{i}"))
+            .collect();
+        let got: Vec<String> = all_feed(
+            s,
+            &FeedFilter {
+                status: Some(st),
+                ..Default::default()
+            },
+            1,
+        )
+        .await
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+        assert_eq!(got, want, "status {st}");
+    }
 }
 
 async fn activity_reingestion_is_idempotent(h: Harness) {

@@ -1,0 +1,73 @@
+//! The SQLite worker threads run at a lower priority than the rest of the process, so telemetry
+//! inserts yield the CPU to the gateway's proxy threads.
+
+use boo_telemetry_store::sqlite::{
+    DEFAULT_WORKER_NICE, SqliteStore, WORKER_NICE_ENV, WORKER_THREAD_PREFIX, worker_nice_from_env,
+};
+use boo_telemetry_store::{Store, StoreError};
+
+/// (thread name, nice) of every thread of this process, from `/proc/self/task/<tid>/stat`.
+#[cfg(target_os = "linux")]
+fn threads() -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue; // the thread exited meanwhile
+        };
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_string();
+        // Fields after the name: state is field 3; nice is field 19.
+        let nice: i64 = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
+        out.push((name, nice));
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn sqlite_workers_run_at_the_configured_nice_and_the_rest_of_the_process_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/prio.db", dir.path().display());
+    let store = SqliteStore::open_with_nice(&url, 7).await.unwrap();
+    // Hold several connections at once so the pool opens more than one worker.
+    let (a, b) = tokio::join!(store.hosts(), store.settings());
+    a.unwrap();
+    b.unwrap();
+    let all = threads();
+    let workers: Vec<_> = all
+        .iter()
+        .filter(|(n, _)| n.starts_with(WORKER_THREAD_PREFIX))
+        .collect();
+    assert!(!workers.is_empty(), "no SQLite worker threads in {all:?}");
+    for (name, nice) in &workers {
+        assert_eq!(*nice, 7, "worker {name} has nice {nice}");
+    }
+    for (name, nice) in all
+        .iter()
+        .filter(|(n, _)| !n.starts_with(WORKER_THREAD_PREFIX))
+    {
+        assert_eq!(*nice, 0, "non-worker thread {name} was reniced to {nice}");
+    }
+    store.close().await;
+}
+
+#[test]
+fn worker_nice_comes_from_the_environment_and_bad_values_name_the_variable() {
+    let none = |_: &str| None;
+    assert_eq!(worker_nice_from_env(&none).unwrap(), DEFAULT_WORKER_NICE);
+    let zero = |k: &str| (k == WORKER_NICE_ENV).then(|| "0".to_string());
+    assert_eq!(worker_nice_from_env(&zero).unwrap(), 0);
+    let nineteen = |k: &str| (k == WORKER_NICE_ENV).then(|| " 19 ".to_string());
+    assert_eq!(worker_nice_from_env(&nineteen).unwrap(), 19);
+    for bad in ["20", "-1", "low"] {
+        let get = |k: &str| (k == WORKER_NICE_ENV).then(|| bad.to_string());
+        match worker_nice_from_env(&get) {
+            Err(e @ StoreError::Invalid { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains(WORKER_NICE_ENV), "{msg}");
+                assert!(msg.contains(bad), "{msg}");
+            }
+            other => panic!("{bad:?} accepted: {other:?}"),
+        }
+    }
+}
