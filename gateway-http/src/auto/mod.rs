@@ -34,7 +34,7 @@ use boo_provider_registry::Registry;
 use boo_routing::{
     Decision, FleetView, Liveness, PolicySet, Problem, RequestFeatures, RoutePolicy, RoutingError,
 };
-use boo_telemetry_store::Store;
+use boo_telemetry_store::{JsonText, Store};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -62,8 +62,8 @@ pub struct LogEntry {
     pub ts: chrono::DateTime<chrono::Utc>,
     /// HTTP status the client got.
     pub status: u16,
-    /// The decision and failover report (the telemetry record's `route`).
-    pub route: serde_json::Value,
+    /// The decision and failover report (the telemetry record's `route`, the same shared text).
+    pub route: JsonText,
 }
 
 /// How often [`AutoRouter::refresh`] re-reads the stored policies (several gateways may share
@@ -311,6 +311,15 @@ impl AutoRouter {
         RequestFeatures::from_body(body, &self.calibration.fleet(), source)
     }
 
+    /// Features of a request body measured as `shape` (see [`AutoRouter::features`]).
+    pub fn features_of(
+        &self,
+        shape: &boo_routing::PromptShape,
+        source: Option<String>,
+    ) -> RequestFeatures {
+        RequestFeatures::from_shape(shape, &self.calibration.fleet(), source)
+    }
+
     /// Liveness of a host as the live source sees it.
     pub fn liveness(&self, provider: &ProviderId) -> Liveness {
         self.live.liveness(provider)
@@ -523,7 +532,11 @@ impl AutoRouter {
     /// Records a finished dispatch in the per-policy ring.
     pub fn log_dispatch(&self, policy: &str, entry: LogEntry) {
         let mut g = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        let ring = g.entry(policy.to_string()).or_default();
+        // The policy's ring exists after its first dispatch: no key allocation per request.
+        let ring = match g.get_mut(policy) {
+            Some(r) => r,
+            None => g.entry(policy.to_string()).or_default(),
+        };
         if ring.len() >= LOG_PER_POLICY {
             ring.pop_front();
         }
@@ -571,7 +584,7 @@ impl AutoRouter {
                                         request_id: r.request_id,
                                         ts: r.ts,
                                         status: r.status,
-                                        route: r.route,
+                                        route: JsonText::from(&r.route),
                                     },
                                 )
                             }),
@@ -628,8 +641,7 @@ impl LiveFleet for PollerFleet {
 /// telemetry record is written.
 pub(crate) struct RouteTrack {
     auto: Arc<AutoRouter>,
-    policy: String,
-    decision: serde_json::Value,
+    decision: Decision,
     shape: boo_routing::PromptShape,
     /// The failover machine once attempts started.
     pub(crate) failover: Option<boo_routing::Failover>,
@@ -637,16 +649,21 @@ pub(crate) struct RouteTrack {
     pub(crate) model: Option<boo_model_ref::ModelRef>,
 }
 
+/// The record's `route` document: `{"decision": .., "failover": ..}`.
+#[derive(serde::Serialize)]
+struct RouteDoc<'a> {
+    decision: &'a Decision,
+    failover: Option<boo_routing::FailoverReport>,
+}
+
 impl RouteTrack {
     pub(crate) fn new(
         auto: Arc<AutoRouter>,
-        policy: String,
-        decision: serde_json::Value,
+        decision: Decision,
         shape: boo_routing::PromptShape,
     ) -> Self {
         Self {
             auto,
-            policy,
             decision,
             shape,
             failover: None,
@@ -654,16 +671,21 @@ impl RouteTrack {
         }
     }
 
-    /// `{"decision": .., "failover": ..}` as stored in the record's `route`.
+    fn doc(&self) -> RouteDoc<'_> {
+        RouteDoc {
+            decision: &self.decision,
+            failover: self.failover.as_ref().map(|f| f.report()),
+        }
+    }
+
+    /// `{"decision": .., "failover": ..}` as stored in the record's `route` (for error bodies).
     pub(crate) fn route_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "decision": self.decision,
-            "failover": self.failover.as_ref().map(|f| f.report()),
-        })
+        serde_json::to_value(self.doc()).unwrap_or_default()
     }
 
     /// Ends the route: a committed stream that ended cleanly is `Success`, anything else a
-    /// cut (never retried). Logs the dispatch, calibrates the token estimate, returns `route`.
+    /// cut (never retried). Logs the dispatch, calibrates the token estimate, returns `route`
+    /// (serialized once, shared by the log ring and the telemetry record).
     pub(crate) fn finish(
         mut self,
         clean: bool,
@@ -671,14 +693,14 @@ impl RouteTrack {
         status: u16,
         request_id: &str,
         started: chrono::DateTime<chrono::Utc>,
-    ) -> serde_json::Value {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+    ) -> JsonText {
         if let Some(f) = &mut self.failover
             && f.result().is_none()
         {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
             let o = if clean {
                 boo_routing::Outcome::Success
             } else {
@@ -701,9 +723,11 @@ impl RouteTrack {
         {
             self.auto.calibration.observe(m, &self.shape, n as u64);
         }
-        let route = self.route_json();
+        // Serializes plain structs straight to text: never fails (string keys only).
+        let route =
+            JsonText::new(&self.doc()).unwrap_or_else(|_| JsonText::from(&serde_json::Value::Null));
         self.auto.log_dispatch(
-            &self.policy,
+            &self.decision.policy,
             LogEntry {
                 request_id: request_id.to_string(),
                 ts: started,
