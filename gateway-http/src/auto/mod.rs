@@ -90,6 +90,26 @@ pub struct AutoRouter {
     speeds: RwLock<Arc<HashMap<ModelRef, Speed>>>,
     log: Mutex<HashMap<String, VecDeque<LogEntry>>>,
     load: Mutex<HashMap<ProviderId, HostLoad>>,
+    view: Mutex<Option<CachedView>>,
+}
+
+/// The last routing view and every input it was built from. Holding the `Arc`s keeps them
+/// alive, so pointer equality means "the same snapshot" (no address reuse).
+struct CachedView {
+    inventory: Arc<Inventory>,
+    loads: Option<Arc<HashMap<ModelRef, u64>>>,
+    speeds: Arc<HashMap<ModelRef, Speed>>,
+    contexts: u64,
+    hosts: Vec<facts::HostFacts>,
+    view: Arc<FleetView>,
+}
+
+fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// `auto:*` attempts in flight on one host and their mean service time.
@@ -175,6 +195,7 @@ impl AutoRouter {
             speeds: RwLock::new(Arc::default()),
             log: Mutex::new(HashMap::new()),
             load: Mutex::new(HashMap::new()),
+            view: Mutex::new(None),
         };
         // Lists policies by name, like every later rebuild.
         let _ = me.rebuild(&BTreeMap::new());
@@ -214,15 +235,45 @@ impl AutoRouter {
     }
 
     /// Current fleet facts.
-    pub fn view(&self) -> FleetView {
-        let wait = |p: &ProviderId| self.queue_wait_ms(p);
-        let speeds = self
-            .speeds
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+    ///
+    /// Per call only the per-host facts (liveness, queue wait) are read; the view is rebuilt
+    /// when one of them or another input changed (inventory or load-time snapshot, measured
+    /// speeds, context windows), else the last one is shared.
+    pub fn view(&self) -> Arc<FleetView> {
+        // Inputs first, then the build: a view is never older than the inputs it is keyed by.
+        let contexts = self.contexts.generation();
+        let inventory = self.live.inventory();
+        let loads = self.live.load_times();
+        let speeds = self.speeds();
+        let hosts = facts::host_facts(&self.registry, &*self.live, &|p| self.queue_wait_ms(p));
+        let mut g = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = &*g
+            && c.contexts == contexts
+            && Arc::ptr_eq(&c.inventory, &inventory)
+            && Arc::ptr_eq(&c.speeds, &speeds)
+            && same(&c.loads, &loads)
+            && c.hosts == hosts
+        {
+            return c.view.clone();
+        }
         let speed = |m: &ModelRef| speeds.get(m).copied();
-        fleet_view(&self.registry, &*self.live, &self.contexts, &wait, &speed)
+        let view = Arc::new(facts::build_view(
+            &self.registry,
+            &inventory,
+            loads.as_deref(),
+            &hosts,
+            &self.contexts,
+            &speed,
+        ));
+        *g = Some(CachedView {
+            inventory,
+            loads,
+            speeds,
+            contexts,
+            hosts,
+            view: view.clone(),
+        });
+        view
     }
 
     /// Measured speeds per composite model (from the store's telemetry, refreshed every
@@ -297,7 +348,7 @@ impl AutoRouter {
     pub fn decide(&self, name: &str, req: &RequestFeatures) -> Result<Decision, AutoError> {
         let set = self.policies();
         let view = self.view();
-        set.decide(name, req, &view).map_err(|e| match e {
+        set.decide(name, req, &*view).map_err(|e| match e {
             RoutingError::UnknownPolicy { name, known } => AutoError::UnknownPolicy { name, known },
             other => AutoError::UnknownPolicy {
                 name: other.to_string(),
@@ -743,6 +794,7 @@ impl RouteTrack {
 mod tests {
     use super::*;
     use boo_provider_registry::{MapEnv, from_json_str};
+    use boo_routing::FleetFacts;
 
     /// The poller fallback reports a host its last poll could not reach as down, and knows
     /// nothing of unpolled, cloud or unconfigured providers (what `/health` says).
@@ -763,5 +815,137 @@ mod tests {
         assert_eq!(fleet.liveness(&id("desk")), Liveness::Down);
         assert_eq!(fleet.liveness(&id("cloud")), Liveness::Unknown);
         assert_eq!(fleet.liveness(&id("nowhere")), Liveness::Unknown);
+    }
+
+    /// A live source the test changes by hand.
+    struct Manual {
+        inv: Mutex<Arc<Inventory>>,
+        down: Mutex<Vec<String>>,
+    }
+
+    impl LiveFleet for Manual {
+        fn inventory(&self) -> Arc<Inventory> {
+            self.inv.lock().unwrap().clone()
+        }
+        fn liveness(&self, p: &ProviderId) -> Liveness {
+            if self.down.lock().unwrap().iter().any(|d| d == p.as_str()) {
+                Liveness::Down
+            } else {
+                Liveness::Connected
+            }
+        }
+    }
+
+    fn listing(models: &[(&str, &str)]) -> Arc<Inventory> {
+        let mut inv = Inventory::new();
+        for host in ["desk", "laptop"] {
+            let ms = models
+                .iter()
+                .filter(|(h, _)| *h == host)
+                .map(|(_, m)| {
+                    let mut im = boo_model_ref::InventoryModel::new(*m);
+                    im.state = Some(LoadState::Ready);
+                    im
+                })
+                .collect();
+            inv.set_provider(host.parse().unwrap(), ms);
+        }
+        Arc::new(inv)
+    }
+
+    /// The shared routing view is rebuilt for the very next decision after a host goes
+    /// down, the listing changes, a context window or a speed sample arrives, or a policy
+    /// changes; and shared (not rebuilt) while nothing changed.
+    #[tokio::test]
+    async fn cached_view_follows_every_input() {
+        let doc = r#"{"providers": [
+            {"id": "desk", "kind": "llama-swap", "base_url": "http://127.0.0.1:1"},
+            {"id": "laptop", "kind": "llama-swap", "base_url": "http://127.0.0.1:1"}],
+            "policies": [{"name": "auto:code", "candidates": ["desk/coder", "laptop/coder"],
+                          "order": ["priority"]}]}"#;
+        let reg = from_json_str(doc, &MapEnv::new())
+            .expect("valid config")
+            .registry;
+        let live = Arc::new(Manual {
+            inv: Mutex::new(listing(&[("desk", "coder"), ("laptop", "coder")])),
+            down: Mutex::new(Vec::new()),
+        });
+        let (auto, problems) = AutoRouter::new(Arc::new(reg), live.clone());
+        assert!(problems.is_empty(), "{problems:?}");
+        let req = RequestFeatures::default();
+        let chosen = |auto: &AutoRouter, name: &str| {
+            auto.decide(name, &req)
+                .map(|d| d.chosen().map(ToString::to_string))
+        };
+        assert_eq!(chosen(&auto, "auto:code"), Ok(Some("desk/coder".into())));
+        let v1 = auto.view();
+        assert!(
+            Arc::ptr_eq(&v1, &auto.view()),
+            "unchanged inputs share the view"
+        );
+
+        // Host down.
+        live.down.lock().unwrap().push("desk".into());
+        assert_eq!(chosen(&auto, "auto:code"), Ok(Some("laptop/coder".into())));
+        live.down.lock().unwrap().clear();
+        assert_eq!(chosen(&auto, "auto:code"), Ok(Some("desk/coder".into())));
+
+        // The listing changes: desk no longer serves coder.
+        *live.inv.lock().unwrap() = listing(&[("laptop", "coder")]);
+        assert_eq!(chosen(&auto, "auto:code"), Ok(Some("laptop/coder".into())));
+        *live.inv.lock().unwrap() = listing(&[("desk", "coder"), ("laptop", "coder")]);
+
+        // A context window read from a host.
+        let m: ModelRef = "desk/coder".parse().unwrap();
+        let n_ctx = |auto: &AutoRouter| {
+            auto.view()
+                .all()
+                .iter()
+                .find(|c| *c.model == m)
+                .and_then(|c| c.n_ctx)
+        };
+        assert_eq!(n_ctx(&auto), None);
+        auto.contexts().put(
+            m.clone(),
+            ContextEntry {
+                n_ctx: 4096,
+                state: Some(LoadState::Ready),
+                source: ContextSource::Props,
+            },
+        );
+        assert_eq!(n_ctx(&auto), Some(4096));
+
+        // A new speed sample.
+        let mut speeds = HashMap::new();
+        speeds.insert(
+            m.clone(),
+            Speed {
+                gen_tps: Some(42.0),
+                prompt_tps: None,
+            },
+        );
+        *auto.speeds.write().unwrap() = Arc::new(speeds);
+        let gen_tps = auto
+            .view()
+            .all()
+            .iter()
+            .find(|c| *c.model == m)
+            .and_then(|c| c.gen_tps);
+        assert_eq!(gen_tps, Some(42.0));
+
+        // A policy change applies to the next decision (both windows known: no demotion).
+        auto.contexts().put(
+            "laptop/coder".parse().unwrap(),
+            ContextEntry {
+                n_ctx: 4096,
+                state: Some(LoadState::Ready),
+                source: ContextSource::Props,
+            },
+        );
+        assert_eq!(chosen(&auto, "auto:code"), Ok(Some("desk/coder".into())));
+        let p = serde_json::json!({"name": "auto:code", "candidates": ["laptop/coder", "desk/coder"],
+            "order": ["priority"]});
+        auto.put_policy(&p).await.expect("valid policy");
+        assert_eq!(chosen(&auto, "auto:code"), Ok(Some("laptop/coder".into())));
     }
 }
