@@ -17,9 +17,15 @@
 //! policy **overrides** it; deleting the override restores the config version. A config
 //! policy itself cannot be deleted through the API (409: edit the config file).
 //!
+//! **Hot-path costs.** The body is measured straight from its bytes
+//! ([`boo_routing::PromptShape::from_slice`]); the [`FleetView`] is shared between decisions
+//! and rebuilt only when an input changed ([`AutoRouter::view`]); the route record is
+//! serialized once, as compact text ([`JsonText`]), when the request ends.
+//!
 //! **Dispatch log.** Every `auto:*` request's telemetry record carries its decision and
-//! failover report (`requests.route`); `/api/routing/log` reads them back from the store
-//! (merged with the in-memory ring of requests not yet flushed), so the log survives restarts.
+//! failover report (`requests.route`, the same text the in-memory ring holds);
+//! `/api/routing/log` reads them back from the store (merged with the in-memory ring of
+//! requests not yet flushed), so the log survives restarts.
 
 pub mod context;
 pub mod facts;
