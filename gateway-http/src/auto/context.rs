@@ -165,9 +165,14 @@ impl Calibration {
     pub fn observe(&self, model: &ModelRef, shape: &PromptShape, prompt_tokens: u64) {
         let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
         g.0.observe(shape, prompt_tokens);
-        g.1.entry(model.clone())
-            .or_default()
-            .observe(shape, prompt_tokens);
+        match g.1.get_mut(model) {
+            Some(e) => e.observe(shape, prompt_tokens),
+            None => {
+                g.1.entry(model.clone())
+                    .or_default()
+                    .observe(shape, prompt_tokens)
+            }
+        }
     }
 }
 

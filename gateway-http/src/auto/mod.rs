@@ -334,13 +334,20 @@ impl AutoRouter {
     /// An attempt on `provider` started.
     pub(crate) fn attempt_started(&self, provider: &ProviderId) {
         let mut g = self.load.lock().unwrap_or_else(|e| e.into_inner());
-        g.entry(provider.clone()).or_default().in_flight += 1;
+        // The host's entry exists after its first attempt: no id copy per request.
+        match g.get_mut(provider) {
+            Some(l) => l.in_flight += 1,
+            None => g.entry(provider.clone()).or_default().in_flight += 1,
+        }
     }
 
     /// An attempt on `provider` ended; `served_ms` when it served the request.
     pub(crate) fn attempt_ended(&self, provider: &ProviderId, served_ms: Option<f64>) {
         let mut g = self.load.lock().unwrap_or_else(|e| e.into_inner());
-        let l = g.entry(provider.clone()).or_default();
+        let l = match g.get_mut(provider) {
+            Some(l) => l,
+            None => g.entry(provider.clone()).or_default(),
+        };
         l.in_flight = l.in_flight.saturating_sub(1);
         if let Some(ms) = served_ms {
             l.mean_ms = Some(match l.mean_ms {
@@ -710,7 +717,17 @@ pub(crate) struct RouteTrack {
 #[derive(serde::Serialize)]
 struct RouteDoc<'a> {
     decision: &'a Decision,
-    failover: Option<boo_routing::FailoverReport>,
+    failover: Option<ReportRef<'a>>,
+}
+
+/// [`boo_routing::FailoverReport`]'s fields, borrowed from the failover machine (no copy of
+/// the attempt log per request; serialized the same way).
+#[derive(serde::Serialize)]
+struct ReportRef<'a> {
+    policy: &'a str,
+    attempts: &'a [boo_routing::AttemptLog],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a boo_routing::Final>,
 }
 
 impl RouteTrack {
@@ -731,7 +748,11 @@ impl RouteTrack {
     fn doc(&self) -> RouteDoc<'_> {
         RouteDoc {
             decision: &self.decision,
-            failover: self.failover.as_ref().map(|f| f.report()),
+            failover: self.failover.as_ref().map(|f| ReportRef {
+                policy: f.policy(),
+                attempts: f.history(),
+                result: f.result(),
+            }),
         }
     }
 
@@ -953,5 +974,55 @@ mod tests {
             "order": ["priority"]});
         auto.put_policy(&p).await.expect("valid policy");
         assert_eq!(chosen(&auto, "auto:code"), Ok(Some("laptop/coder".into())));
+    }
+
+    /// The route record (and the log ring's copy) is `{"decision": .., "failover": ..}` with
+    /// the decision and the failover report exactly as they serialize on their own.
+    #[tokio::test]
+    async fn route_record_keeps_the_documented_shape() {
+        let doc = r#"{"providers": [
+            {"id": "desk", "kind": "llama-swap", "base_url": "http://127.0.0.1:1"},
+            {"id": "laptop", "kind": "llama-swap", "base_url": "http://127.0.0.1:1"}],
+            "policies": [{"name": "auto:code", "candidates": ["desk/coder", "laptop/coder"],
+                          "order": ["priority"]}]}"#;
+        let reg = from_json_str(doc, &MapEnv::new())
+            .expect("valid config")
+            .registry;
+        let live = Arc::new(Manual {
+            inv: Mutex::new(listing(&[("desk", "coder"), ("laptop", "coder")])),
+            down: Mutex::new(Vec::new()),
+        });
+        let (auto, _) = AutoRouter::new(Arc::new(reg), live);
+        let auto = Arc::new(auto);
+        let d = auto
+            .decide("auto:code", &RequestFeatures::default())
+            .unwrap();
+        let mut f = boo_routing::Failover::new(&d, 1_000);
+        // desk refuses, laptop serves.
+        for (t, o) in [
+            (1_000, boo_routing::Outcome::Refused),
+            (1_010, boo_routing::Outcome::Status(200)),
+        ] {
+            assert!(matches!(f.next_attempt(t), Ok(boo_routing::Step::Try(_))));
+            f.on_outcome(o, t + 5).unwrap();
+        }
+        f.on_outcome(boo_routing::Outcome::Success, 1_100).unwrap();
+        let expected = serde_json::json!({
+            "decision": serde_json::to_value(&d).unwrap(),
+            "failover": serde_json::to_value(f.report()).unwrap(),
+        });
+        assert_eq!(
+            expected["failover"]["attempts"].as_array().unwrap().len(),
+            2
+        );
+        let mut track = RouteTrack::new(auto.clone(), d, boo_routing::PromptShape::default());
+        track.failover = Some(f);
+        assert_eq!(track.route_json(), expected);
+        let text = track.finish(true, None, 200, "r1", chrono::Utc::now());
+        assert_eq!(text.to_value(), expected);
+        let log = auto.recent(Some("auto:code"));
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].1.request_id, "r1");
+        assert_eq!(log[0].1.route, text);
     }
 }
