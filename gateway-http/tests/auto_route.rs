@@ -131,12 +131,12 @@ async fn auto_code_fails_over_to_the_next_candidate_when_the_primary_dies() {
     );
     let failed_over = recs
         .iter()
-        .filter_map(|r| r.route.as_ref())
+        .filter_map(|r| r.route.as_ref().map(|j| j.to_value()))
         .filter(|r| r["failover"]["attempts"][0]["outcome"]["kind"] == "refused")
         .count();
     let not_tried = recs
         .iter()
-        .filter_map(|r| r.route.as_ref())
+        .filter_map(|r| r.route.as_ref().map(|j| j.to_value()))
         .filter(|r| r["decision"]["skipped"].to_string().contains("desk/coder"))
         .count();
     // Each post-failure request either failed over (refused, then laptop) or had desk

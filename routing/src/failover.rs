@@ -253,6 +253,11 @@ impl Failover {
         }
     }
 
+    /// The policy's name.
+    pub fn policy(&self) -> &str {
+        &self.policy
+    }
+
     /// Attempts so far.
     pub fn history(&self) -> &[AttemptLog] {
         &self.log

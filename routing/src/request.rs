@@ -70,6 +70,19 @@ impl PromptShape {
         s
     }
 
+    /// Measures a body given as bytes, the same as [`PromptShape::of`] its parsed `Value`:
+    /// usually in one pass over the text without building a `Value` (bodies with tool
+    /// definitions or tool calls, odd types or repeated keys take the `Value` route).
+    ///
+    /// # Errors
+    /// The body is not JSON (`serde_json`'s error for it as a `Value`).
+    pub fn from_slice(body: &[u8]) -> Result<Self, serde_json::Error> {
+        match scan::shape(body) {
+            Ok(Some(s)) => Ok(s),
+            _ => serde_json::from_slice::<Value>(body).map(|v| Self::of(&v)),
+        }
+    }
+
     fn content(&mut self, c: &Value) {
         match c {
             Value::String(t) => self.chars += t.chars().count() as u64,
@@ -161,17 +174,27 @@ impl RequestFeatures {
     /// Features of an OpenAI-style body: tools, images, JSON response, `max_tokens`, and the
     /// prompt estimate from `estimator`. `source` is the caller's `X-Boo-Source`.
     pub fn from_body(body: &Value, estimator: &TokenEstimator, source: Option<String>) -> Self {
-        let shape = PromptShape::of(body);
+        Self::from_shape(&PromptShape::of(body), estimator, source)
+    }
+
+    /// Features of a body already measured as `shape` (see [`RequestFeatures::from_body`]).
+    pub fn from_shape(
+        shape: &PromptShape,
+        estimator: &TokenEstimator,
+        source: Option<String>,
+    ) -> Self {
         RequestFeatures {
             needs_tools: shape.needs_tools,
             needs_vision: shape.images > 0,
             json_response: shape.json_response,
-            est_prompt_tokens: estimator.estimate(&shape),
+            est_prompt_tokens: estimator.estimate(shape),
             max_tokens: shape.max_tokens,
             source,
         }
     }
 }
+
+mod scan;
 
 #[cfg(test)]
 mod tests;

@@ -273,7 +273,11 @@ impl Store for PgStore {
             .bind(c.iter().map(|r| r.bytes_in).collect::<Vec<_>>())
             .bind(c.iter().map(|r| r.bytes_out).collect::<Vec<_>>())
             .bind(c.iter().map(|r| r.stream).collect::<Vec<_>>())
-            .bind(json_texts(c.iter().map(|r| r.route.as_ref())))
+            .bind(
+                c.iter()
+                    .map(|r| r.route.as_ref().map(|j| j.as_str().to_owned()))
+                    .collect::<Vec<_>>(),
+            )
             .execute(&mut *tx)
             .await?
             .rows_affected();

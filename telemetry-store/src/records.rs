@@ -47,8 +47,75 @@ pub struct RequestRecord {
     pub bytes_out: i64,
     /// Whether the response was streamed.
     pub stream: bool,
-    /// Routing decision for `auto:*` models, including failovers.
-    pub route: Option<serde_json::Value>,
+    /// Routing decision for `auto:*` models, including failovers: compact JSON text, made
+    /// once by the gateway and written to the `route` column as is.
+    pub route: Option<JsonText>,
+}
+
+/// A JSON document kept as its compact text: serialized once where it is made, shared by
+/// clones (an `Arc<str>`), bound to the store as is (no `serde_json::Value` tree to build,
+/// copy, re-serialize and free per row).
+///
+/// Equality compares the text. `Serialize`/`Deserialize` go through a `serde_json::Value`
+/// (for tests and exports; the store path never does).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct JsonText(std::sync::Arc<str>);
+
+impl JsonText {
+    /// Serializes `v` once.
+    ///
+    /// # Errors
+    /// `v`'s `Serialize` failed (e.g. a map with non-string keys).
+    pub fn new<T: Serialize + ?Sized>(v: &T) -> serde_json::Result<Self> {
+        Ok(Self(serde_json::to_string(v)?.into()))
+    }
+
+    /// The compact JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The document as a `serde_json::Value` (parsed on every call).
+    pub fn to_value(&self) -> serde_json::Value {
+        // The text was made by `serde_json` from a valid document, so it parses.
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl From<&serde_json::Value> for JsonText {
+    fn from(v: &serde_json::Value) -> Self {
+        Self(v.to_string().into())
+    }
+}
+
+impl From<serde_json::Value> for JsonText {
+    fn from(v: serde_json::Value) -> Self {
+        Self::from(&v)
+    }
+}
+
+impl std::fmt::Debug for JsonText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for JsonText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_value().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        serde_json::Value::deserialize(d).map(Self::from)
+    }
 }
 
 /// One activity row reconciled from a llama-swap host (`host_activity`).

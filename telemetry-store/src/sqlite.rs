@@ -80,7 +80,7 @@ fn bind_request<'q>(
     a.add(r.bytes_in)?;
     a.add(r.bytes_out)?;
     a.add(r.stream)?;
-    a.add(r.route.as_ref().map(json_text))?;
+    a.add(r.route.as_ref().map(JsonText::as_str))?;
     Ok(())
 }
 

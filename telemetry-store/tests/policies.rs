@@ -75,7 +75,7 @@ async fn route_log_reads_auto_requests_back_newest_first_per_policy(mut h: Harne
         r.route = Some(json!({
             "decision": {"policy": policy, "attempts": [{"model": "desk/qwen"}]},
             "failover": {"attempts": [{"model": "desk/qwen", "outcome": {"kind": "first_byte"}}]},
-        }));
+        }).into());
         rows.push(r);
     }
     // Direct (composite-id) traffic has no route and is not part of the log.

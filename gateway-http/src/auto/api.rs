@@ -279,7 +279,7 @@ impl Inner {
             }
             (Method::GET, "scores", None) => {
                 let view = auto.view();
-                let rows = boo_routing::advisory_scores(&view, |_| None);
+                let rows = boo_routing::advisory_scores(&*view, |_| None);
                 json_response(&serde_json::json!({"scores": rows}))
             }
             (Method::POST, "explain", None) => {

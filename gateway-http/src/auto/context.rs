@@ -17,6 +17,7 @@ use boo_provider_registry::ProviderKind;
 use boo_routing::{PromptShape, TokenEstimator};
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where a cached context window was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -45,6 +46,9 @@ pub struct ContextEntry {
 #[derive(Debug, Default)]
 pub struct ContextCache {
     entries: RwLock<HashMap<ModelRef, ContextEntry>>,
+    /// Bumped (under the write lock) by every change: a routing view built after reading
+    /// generation `g` holds entries at least that new.
+    generation: AtomicU64,
 }
 
 impl ContextCache {
@@ -62,7 +66,14 @@ impl ContextCache {
     /// Stores a window read in `state`.
     pub fn put(&self, model: ModelRef, entry: ContextEntry) {
         let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        map.insert(model, entry);
+        if map.insert(model, entry) != Some(entry) {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Changes so far (any `put` of a new value or dropped entry bumps it).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Drops entries whose model changed state (or disappeared): `current` gives the state
@@ -74,7 +85,11 @@ impl ContextCache {
         let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
         let before = map.len();
         map.retain(|m, e| current(m) == Some(e.state));
-        before - map.len()
+        let dropped = before - map.len();
+        if dropped > 0 {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+        dropped
     }
 
     /// Number of cached entries.
@@ -150,9 +165,14 @@ impl Calibration {
     pub fn observe(&self, model: &ModelRef, shape: &PromptShape, prompt_tokens: u64) {
         let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
         g.0.observe(shape, prompt_tokens);
-        g.1.entry(model.clone())
-            .or_default()
-            .observe(shape, prompt_tokens);
+        match g.1.get_mut(model) {
+            Some(e) => e.observe(shape, prompt_tokens),
+            None => {
+                g.1.entry(model.clone())
+                    .or_default()
+                    .observe(shape, prompt_tokens)
+            }
+        }
     }
 }
 

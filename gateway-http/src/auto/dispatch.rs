@@ -58,10 +58,10 @@ impl Inner {
                 model: name.to_string(),
             });
         }
-        let value: serde_json::Value =
-            serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
-        let shape = PromptShape::of(&value);
-        let features = auto.features(&value, ctx.source.clone());
+        // Measured straight from the bytes (no `Value` tree for a plain chat body).
+        let shape =
+            PromptShape::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
+        let features = auto.features_of(&shape, ctx.source.clone());
         let decision = match auto.decide(name, &features) {
             Ok(d) => d,
             Err(AutoError::UnknownPolicy { name, known }) => {
@@ -85,9 +85,7 @@ impl Inner {
         };
         let header = HeaderValue::from_str(&decision.header_value()).ok();
         let mut failover = Failover::new(&decision, now_ms());
-        let decision_json = serde_json::to_value(&decision).unwrap_or_default();
-        let mut track =
-            RouteTrack::new(auto.clone(), decision.policy.clone(), decision_json, shape);
+        let mut track = RouteTrack::new(auto.clone(), decision, shape);
 
         loop {
             let plan = match failover.next_attempt(now_ms()) {
@@ -153,11 +151,7 @@ impl Inner {
                     track.model = Some(plan.model.clone());
                     track.failover = Some(failover);
                     ctx.route = Some(Box::new(track));
-                    let mut r = self.stream_back(resp, routed, permit, ctx)?;
-                    if let Some(h) = header {
-                        r.headers_mut().insert(X_BOO_ROUTE.clone(), h);
-                    }
-                    return Ok(r);
+                    return self.stream_back(resp, routed, permit, header, ctx);
                 }
                 (Verdict::Done(fin), None) => {
                     track.failover = Some(failover);
@@ -265,6 +259,7 @@ impl Inner {
         resp: Response<Incoming>,
         routed: Routed,
         permit: Option<OwnedSemaphorePermit>,
+        route_header: Option<HeaderValue>,
         ctx: &mut Ctx,
     ) -> Result<Response<RespBody>, GatewayError> {
         let up = self
@@ -288,6 +283,9 @@ impl Inner {
             .is_some_and(|v| memchr::memmem::find(v.as_bytes(), b"text/event-stream").is_some());
         let mut builder = Response::builder().status(rparts.status);
         if let Some(h) = builder.headers_mut() {
+            // Room for the upstream's headers and ours up front: growing the map later
+            // (inserting `x-boo-route` last) rehashes it, a visible cost per request.
+            h.reserve(rparts.headers.len() + 3);
             for (k, v) in rparts.headers.iter() {
                 if !is_hop_by_hop(k) {
                     h.append(k.clone(), v.clone());
@@ -296,6 +294,9 @@ impl Inner {
             h.insert(X_BOO_PROVIDER.clone(), up.provider_header.clone());
             if let Ok(v) = HeaderValue::from_str(&routed.model) {
                 h.insert(X_BOO_MODEL.clone(), v);
+            }
+            if let Some(v) = route_header {
+                h.insert(X_BOO_ROUTE.clone(), v);
             }
         }
         // The client asked for the virtual name; the record keeps it, the route says where it went.

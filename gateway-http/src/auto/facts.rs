@@ -57,13 +57,48 @@ pub fn fleet_view(
 ) -> FleetView {
     let inv = live.inventory();
     let loads = live.load_times();
+    let hosts = host_facts(registry, live, own_wait);
+    build_view(registry, &inv, loads.as_deref(), &hosts, contexts, speed)
+}
+
+/// Liveness and queue wait of a host, as they enter the view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HostFacts {
+    pub(crate) liveness: Liveness,
+    pub(crate) queue_wait_ms: Option<u64>,
+}
+
+/// [`HostFacts`] of every enabled provider, in registry order.
+pub(crate) fn host_facts(
+    registry: &Registry,
+    live: &dyn LiveFleet,
+    own_wait: &dyn Fn(&ProviderId) -> Option<u64>,
+) -> Vec<HostFacts> {
+    registry
+        .providers()
+        .iter()
+        .filter(|p| p.enabled)
+        .map(|p| HostFacts {
+            liveness: live.liveness(&p.id),
+            queue_wait_ms: match (live.queue_wait_ms(&p.id), own_wait(&p.id)) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
+        })
+        .collect()
+}
+
+/// The view from its inputs: `hosts` as [`host_facts`] gives them (registry order).
+pub(crate) fn build_view(
+    registry: &Registry,
+    inv: &Inventory,
+    loads: Option<&HashMap<ModelRef, u64>>,
+    hosts: &[HostFacts],
+    contexts: &ContextCache,
+    speed: &dyn Fn(&ModelRef) -> Option<Speed>,
+) -> FleetView {
     let mut facts = Vec::new();
-    for p in registry.providers().iter().filter(|p| p.enabled) {
-        let liveness = live.liveness(&p.id);
-        let queue = match (live.queue_wait_ms(&p.id), own_wait(&p.id)) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
+    for (p, host) in registry.providers().iter().filter(|p| p.enabled).zip(hosts) {
         let lane = match p.lane {
             RegLane::Local => Lane::Local,
             RegLane::Cloud => Lane::Cloud,
@@ -75,9 +110,9 @@ pub fn fleet_view(
             let meta = p.models.iter().find(|m| m.id == im.id);
             let mut c = CandidateFacts::new(model);
             c.lane = lane;
-            c.liveness = liveness;
-            c.queue_wait_ms = queue;
-            c.load_ms = loads.as_ref().and_then(|l| l.get(&c.model).copied());
+            c.liveness = host.liveness;
+            c.queue_wait_ms = host.queue_wait_ms;
+            c.load_ms = loads.and_then(|l| l.get(&c.model).copied());
             if let Some(sp) = speed(&c.model) {
                 c.gen_tps = sp.gen_tps;
                 c.prompt_tps = sp.prompt_tps;

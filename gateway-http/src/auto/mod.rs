@@ -17,9 +17,15 @@
 //! policy **overrides** it; deleting the override restores the config version. A config
 //! policy itself cannot be deleted through the API (409: edit the config file).
 //!
+//! **Hot-path costs.** The body is measured straight from its bytes
+//! ([`boo_routing::PromptShape::from_slice`]); the [`FleetView`] is shared between decisions
+//! and rebuilt only when an input changed ([`AutoRouter::view`]); the route record is
+//! serialized once, as compact text ([`JsonText`]), when the request ends.
+//!
 //! **Dispatch log.** Every `auto:*` request's telemetry record carries its decision and
-//! failover report (`requests.route`); `/api/routing/log` reads them back from the store
-//! (merged with the in-memory ring of requests not yet flushed), so the log survives restarts.
+//! failover report (`requests.route`, the same text the in-memory ring holds);
+//! `/api/routing/log` reads them back from the store (merged with the in-memory ring of
+//! requests not yet flushed), so the log survives restarts.
 
 pub mod context;
 pub mod facts;
@@ -34,7 +40,7 @@ use boo_provider_registry::Registry;
 use boo_routing::{
     Decision, FleetView, Liveness, PolicySet, Problem, RequestFeatures, RoutePolicy, RoutingError,
 };
-use boo_telemetry_store::Store;
+use boo_telemetry_store::{JsonText, Store};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -62,8 +68,8 @@ pub struct LogEntry {
     pub ts: chrono::DateTime<chrono::Utc>,
     /// HTTP status the client got.
     pub status: u16,
-    /// The decision and failover report (the telemetry record's `route`).
-    pub route: serde_json::Value,
+    /// The decision and failover report (the telemetry record's `route`, the same shared text).
+    pub route: JsonText,
 }
 
 /// How often [`AutoRouter::refresh`] re-reads the stored policies (several gateways may share
@@ -90,6 +96,26 @@ pub struct AutoRouter {
     speeds: RwLock<Arc<HashMap<ModelRef, Speed>>>,
     log: Mutex<HashMap<String, VecDeque<LogEntry>>>,
     load: Mutex<HashMap<ProviderId, HostLoad>>,
+    view: Mutex<Option<CachedView>>,
+}
+
+/// The last routing view and every input it was built from. Holding the `Arc`s keeps them
+/// alive, so pointer equality means "the same snapshot" (no address reuse).
+struct CachedView {
+    inventory: Arc<Inventory>,
+    loads: Option<Arc<HashMap<ModelRef, u64>>>,
+    speeds: Arc<HashMap<ModelRef, Speed>>,
+    contexts: u64,
+    hosts: Vec<facts::HostFacts>,
+    view: Arc<FleetView>,
+}
+
+fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// `auto:*` attempts in flight on one host and their mean service time.
@@ -175,6 +201,7 @@ impl AutoRouter {
             speeds: RwLock::new(Arc::default()),
             log: Mutex::new(HashMap::new()),
             load: Mutex::new(HashMap::new()),
+            view: Mutex::new(None),
         };
         // Lists policies by name, like every later rebuild.
         let _ = me.rebuild(&BTreeMap::new());
@@ -214,15 +241,45 @@ impl AutoRouter {
     }
 
     /// Current fleet facts.
-    pub fn view(&self) -> FleetView {
-        let wait = |p: &ProviderId| self.queue_wait_ms(p);
-        let speeds = self
-            .speeds
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+    ///
+    /// Per call only the per-host facts (liveness, queue wait) are read; the view is rebuilt
+    /// when one of them or another input changed (inventory or load-time snapshot, measured
+    /// speeds, context windows), else the last one is shared.
+    pub fn view(&self) -> Arc<FleetView> {
+        // Inputs first, then the build: a view is never older than the inputs it is keyed by.
+        let contexts = self.contexts.generation();
+        let inventory = self.live.inventory();
+        let loads = self.live.load_times();
+        let speeds = self.speeds();
+        let hosts = facts::host_facts(&self.registry, &*self.live, &|p| self.queue_wait_ms(p));
+        let mut g = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = &*g
+            && c.contexts == contexts
+            && Arc::ptr_eq(&c.inventory, &inventory)
+            && Arc::ptr_eq(&c.speeds, &speeds)
+            && same(&c.loads, &loads)
+            && c.hosts == hosts
+        {
+            return c.view.clone();
+        }
         let speed = |m: &ModelRef| speeds.get(m).copied();
-        fleet_view(&self.registry, &*self.live, &self.contexts, &wait, &speed)
+        let view = Arc::new(facts::build_view(
+            &self.registry,
+            &inventory,
+            loads.as_deref(),
+            &hosts,
+            &self.contexts,
+            &speed,
+        ));
+        *g = Some(CachedView {
+            inventory,
+            loads,
+            speeds,
+            contexts,
+            hosts,
+            view: view.clone(),
+        });
+        view
     }
 
     /// Measured speeds per composite model (from the store's telemetry, refreshed every
@@ -277,13 +334,20 @@ impl AutoRouter {
     /// An attempt on `provider` started.
     pub(crate) fn attempt_started(&self, provider: &ProviderId) {
         let mut g = self.load.lock().unwrap_or_else(|e| e.into_inner());
-        g.entry(provider.clone()).or_default().in_flight += 1;
+        // The host's entry exists after its first attempt: no id copy per request.
+        match g.get_mut(provider) {
+            Some(l) => l.in_flight += 1,
+            None => g.entry(provider.clone()).or_default().in_flight += 1,
+        }
     }
 
     /// An attempt on `provider` ended; `served_ms` when it served the request.
     pub(crate) fn attempt_ended(&self, provider: &ProviderId, served_ms: Option<f64>) {
         let mut g = self.load.lock().unwrap_or_else(|e| e.into_inner());
-        let l = g.entry(provider.clone()).or_default();
+        let l = match g.get_mut(provider) {
+            Some(l) => l,
+            None => g.entry(provider.clone()).or_default(),
+        };
         l.in_flight = l.in_flight.saturating_sub(1);
         if let Some(ms) = served_ms {
             l.mean_ms = Some(match l.mean_ms {
@@ -297,7 +361,7 @@ impl AutoRouter {
     pub fn decide(&self, name: &str, req: &RequestFeatures) -> Result<Decision, AutoError> {
         let set = self.policies();
         let view = self.view();
-        set.decide(name, req, &view).map_err(|e| match e {
+        set.decide(name, req, &*view).map_err(|e| match e {
             RoutingError::UnknownPolicy { name, known } => AutoError::UnknownPolicy { name, known },
             other => AutoError::UnknownPolicy {
                 name: other.to_string(),
@@ -309,6 +373,15 @@ impl AutoRouter {
     /// Features of a request body (prompt size from the calibrated fleet-wide estimator).
     pub fn features(&self, body: &serde_json::Value, source: Option<String>) -> RequestFeatures {
         RequestFeatures::from_body(body, &self.calibration.fleet(), source)
+    }
+
+    /// Features of a request body measured as `shape` (see [`AutoRouter::features`]).
+    pub fn features_of(
+        &self,
+        shape: &boo_routing::PromptShape,
+        source: Option<String>,
+    ) -> RequestFeatures {
+        RequestFeatures::from_shape(shape, &self.calibration.fleet(), source)
     }
 
     /// Liveness of a host as the live source sees it.
@@ -523,7 +596,11 @@ impl AutoRouter {
     /// Records a finished dispatch in the per-policy ring.
     pub fn log_dispatch(&self, policy: &str, entry: LogEntry) {
         let mut g = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        let ring = g.entry(policy.to_string()).or_default();
+        // The policy's ring exists after its first dispatch: no key allocation per request.
+        let ring = match g.get_mut(policy) {
+            Some(r) => r,
+            None => g.entry(policy.to_string()).or_default(),
+        };
         if ring.len() >= LOG_PER_POLICY {
             ring.pop_front();
         }
@@ -571,7 +648,7 @@ impl AutoRouter {
                                         request_id: r.request_id,
                                         ts: r.ts,
                                         status: r.status,
-                                        route: r.route,
+                                        route: JsonText::from(&r.route),
                                     },
                                 )
                             }),
@@ -628,8 +705,7 @@ impl LiveFleet for PollerFleet {
 /// telemetry record is written.
 pub(crate) struct RouteTrack {
     auto: Arc<AutoRouter>,
-    policy: String,
-    decision: serde_json::Value,
+    decision: Decision,
     shape: boo_routing::PromptShape,
     /// The failover machine once attempts started.
     pub(crate) failover: Option<boo_routing::Failover>,
@@ -637,16 +713,31 @@ pub(crate) struct RouteTrack {
     pub(crate) model: Option<boo_model_ref::ModelRef>,
 }
 
+/// The record's `route` document: `{"decision": .., "failover": ..}`.
+#[derive(serde::Serialize)]
+struct RouteDoc<'a> {
+    decision: &'a Decision,
+    failover: Option<ReportRef<'a>>,
+}
+
+/// [`boo_routing::FailoverReport`]'s fields, borrowed from the failover machine (no copy of
+/// the attempt log per request; serialized the same way).
+#[derive(serde::Serialize)]
+struct ReportRef<'a> {
+    policy: &'a str,
+    attempts: &'a [boo_routing::AttemptLog],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a boo_routing::Final>,
+}
+
 impl RouteTrack {
     pub(crate) fn new(
         auto: Arc<AutoRouter>,
-        policy: String,
-        decision: serde_json::Value,
+        decision: Decision,
         shape: boo_routing::PromptShape,
     ) -> Self {
         Self {
             auto,
-            policy,
             decision,
             shape,
             failover: None,
@@ -654,16 +745,25 @@ impl RouteTrack {
         }
     }
 
-    /// `{"decision": .., "failover": ..}` as stored in the record's `route`.
+    fn doc(&self) -> RouteDoc<'_> {
+        RouteDoc {
+            decision: &self.decision,
+            failover: self.failover.as_ref().map(|f| ReportRef {
+                policy: f.policy(),
+                attempts: f.history(),
+                result: f.result(),
+            }),
+        }
+    }
+
+    /// `{"decision": .., "failover": ..}` as stored in the record's `route` (for error bodies).
     pub(crate) fn route_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "decision": self.decision,
-            "failover": self.failover.as_ref().map(|f| f.report()),
-        })
+        serde_json::to_value(self.doc()).unwrap_or_default()
     }
 
     /// Ends the route: a committed stream that ended cleanly is `Success`, anything else a
-    /// cut (never retried). Logs the dispatch, calibrates the token estimate, returns `route`.
+    /// cut (never retried). Logs the dispatch, calibrates the token estimate, returns `route`
+    /// (serialized once, shared by the log ring and the telemetry record).
     pub(crate) fn finish(
         mut self,
         clean: bool,
@@ -671,14 +771,14 @@ impl RouteTrack {
         status: u16,
         request_id: &str,
         started: chrono::DateTime<chrono::Utc>,
-    ) -> serde_json::Value {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+    ) -> JsonText {
         if let Some(f) = &mut self.failover
             && f.result().is_none()
         {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
             let o = if clean {
                 boo_routing::Outcome::Success
             } else {
@@ -701,9 +801,11 @@ impl RouteTrack {
         {
             self.auto.calibration.observe(m, &self.shape, n as u64);
         }
-        let route = self.route_json();
+        // Serializes plain structs straight to text: never fails (string keys only).
+        let route =
+            JsonText::new(&self.doc()).unwrap_or_else(|_| JsonText::from(&serde_json::Value::Null));
         self.auto.log_dispatch(
-            &self.policy,
+            &self.decision.policy,
             LogEntry {
                 request_id: request_id.to_string(),
                 ts: started,
@@ -719,6 +821,7 @@ impl RouteTrack {
 mod tests {
     use super::*;
     use boo_provider_registry::{MapEnv, from_json_str};
+    use boo_routing::FleetFacts;
 
     /// The poller fallback reports a host its last poll could not reach as down, and knows
     /// nothing of unpolled, cloud or unconfigured providers (what `/health` says).
@@ -739,5 +842,187 @@ mod tests {
         assert_eq!(fleet.liveness(&id("desk")), Liveness::Down);
         assert_eq!(fleet.liveness(&id("cloud")), Liveness::Unknown);
         assert_eq!(fleet.liveness(&id("nowhere")), Liveness::Unknown);
+    }
+
+    /// A live source the test changes by hand.
+    struct Manual {
+        inv: Mutex<Arc<Inventory>>,
+        down: Mutex<Vec<String>>,
+    }
+
+    impl LiveFleet for Manual {
+        fn inventory(&self) -> Arc<Inventory> {
+            self.inv.lock().unwrap().clone()
+        }
+        fn liveness(&self, p: &ProviderId) -> Liveness {
+            if self.down.lock().unwrap().iter().any(|d| d == p.as_str()) {
+                Liveness::Down
+            } else {
+                Liveness::Connected
+            }
+        }
+    }
+
+    fn listing(models: &[(&str, &str)]) -> Arc<Inventory> {
+        let mut inv = Inventory::new();
+        for host in ["desk", "laptop"] {
+            let ms = models
+                .iter()
+                .filter(|(h, _)| *h == host)
+                .map(|(_, m)| {
+                    let mut im = boo_model_ref::InventoryModel::new(*m);
+                    im.state = Some(LoadState::Ready);
+                    im
+                })
+                .collect();
+            inv.set_provider(host.parse().unwrap(), ms);
+        }
+        Arc::new(inv)
+    }
+
+    /// The shared routing view is rebuilt for the very next decision after a host goes
+    /// down, the listing changes, a context window or a speed sample arrives, or a policy
+    /// changes; and shared (not rebuilt) while nothing changed.
+    #[tokio::test]
+    async fn cached_view_follows_every_input() {
+        let doc = r#"{"providers": [
+            {"id": "desk", "kind": "llama-swap", "base_url": "http://127.0.0.1:1"},
+            {"id": "laptop", "kind": "llama-swap", "base_url": "http://127.0.0.1:1"}],
+            "policies": [{"name": "auto:code", "candidates": ["desk/coder", "laptop/coder"],
+                          "order": ["priority"]}]}"#;
+        let reg = from_json_str(doc, &MapEnv::new())
+            .expect("valid config")
+            .registry;
+        let live = Arc::new(Manual {
+            inv: Mutex::new(listing(&[("desk", "coder"), ("laptop", "coder")])),
+            down: Mutex::new(Vec::new()),
+        });
+        let (auto, problems) = AutoRouter::new(Arc::new(reg), live.clone());
+        assert!(problems.is_empty(), "{problems:?}");
+        let req = RequestFeatures::default();
+        let chosen = |auto: &AutoRouter, name: &str| {
+            auto.decide(name, &req)
+                .map(|d| d.chosen().map(ToString::to_string))
+        };
+        assert_eq!(chosen(&auto, "auto:code"), Ok(Some("desk/coder".into())));
+        let v1 = auto.view();
+        assert!(
+            Arc::ptr_eq(&v1, &auto.view()),
+            "unchanged inputs share the view"
+        );
+
+        // Host down.
+        live.down.lock().unwrap().push("desk".into());
+        assert_eq!(chosen(&auto, "auto:code"), Ok(Some("laptop/coder".into())));
+        live.down.lock().unwrap().clear();
+        assert_eq!(chosen(&auto, "auto:code"), Ok(Some("desk/coder".into())));
+
+        // The listing changes: desk no longer serves coder.
+        *live.inv.lock().unwrap() = listing(&[("laptop", "coder")]);
+        assert_eq!(chosen(&auto, "auto:code"), Ok(Some("laptop/coder".into())));
+        *live.inv.lock().unwrap() = listing(&[("desk", "coder"), ("laptop", "coder")]);
+
+        // A context window read from a host.
+        let m: ModelRef = "desk/coder".parse().unwrap();
+        let n_ctx = |auto: &AutoRouter| {
+            auto.view()
+                .all()
+                .iter()
+                .find(|c| *c.model == m)
+                .and_then(|c| c.n_ctx)
+        };
+        assert_eq!(n_ctx(&auto), None);
+        auto.contexts().put(
+            m.clone(),
+            ContextEntry {
+                n_ctx: 4096,
+                state: Some(LoadState::Ready),
+                source: ContextSource::Props,
+            },
+        );
+        assert_eq!(n_ctx(&auto), Some(4096));
+
+        // A new speed sample.
+        let mut speeds = HashMap::new();
+        speeds.insert(
+            m.clone(),
+            Speed {
+                gen_tps: Some(42.0),
+                prompt_tps: None,
+            },
+        );
+        *auto.speeds.write().unwrap() = Arc::new(speeds);
+        let gen_tps = auto
+            .view()
+            .all()
+            .iter()
+            .find(|c| *c.model == m)
+            .and_then(|c| c.gen_tps);
+        assert_eq!(gen_tps, Some(42.0));
+
+        // A policy change applies to the next decision (both windows known: no demotion).
+        auto.contexts().put(
+            "laptop/coder".parse().unwrap(),
+            ContextEntry {
+                n_ctx: 4096,
+                state: Some(LoadState::Ready),
+                source: ContextSource::Props,
+            },
+        );
+        assert_eq!(chosen(&auto, "auto:code"), Ok(Some("desk/coder".into())));
+        let p = serde_json::json!({"name": "auto:code", "candidates": ["laptop/coder", "desk/coder"],
+            "order": ["priority"]});
+        auto.put_policy(&p).await.expect("valid policy");
+        assert_eq!(chosen(&auto, "auto:code"), Ok(Some("laptop/coder".into())));
+    }
+
+    /// The route record (and the log ring's copy) is `{"decision": .., "failover": ..}` with
+    /// the decision and the failover report exactly as they serialize on their own.
+    #[tokio::test]
+    async fn route_record_keeps_the_documented_shape() {
+        let doc = r#"{"providers": [
+            {"id": "desk", "kind": "llama-swap", "base_url": "http://127.0.0.1:1"},
+            {"id": "laptop", "kind": "llama-swap", "base_url": "http://127.0.0.1:1"}],
+            "policies": [{"name": "auto:code", "candidates": ["desk/coder", "laptop/coder"],
+                          "order": ["priority"]}]}"#;
+        let reg = from_json_str(doc, &MapEnv::new())
+            .expect("valid config")
+            .registry;
+        let live = Arc::new(Manual {
+            inv: Mutex::new(listing(&[("desk", "coder"), ("laptop", "coder")])),
+            down: Mutex::new(Vec::new()),
+        });
+        let (auto, _) = AutoRouter::new(Arc::new(reg), live);
+        let auto = Arc::new(auto);
+        let d = auto
+            .decide("auto:code", &RequestFeatures::default())
+            .unwrap();
+        let mut f = boo_routing::Failover::new(&d, 1_000);
+        // desk refuses, laptop serves.
+        for (t, o) in [
+            (1_000, boo_routing::Outcome::Refused),
+            (1_010, boo_routing::Outcome::Status(200)),
+        ] {
+            assert!(matches!(f.next_attempt(t), Ok(boo_routing::Step::Try(_))));
+            f.on_outcome(o, t + 5).unwrap();
+        }
+        f.on_outcome(boo_routing::Outcome::Success, 1_100).unwrap();
+        let expected = serde_json::json!({
+            "decision": serde_json::to_value(&d).unwrap(),
+            "failover": serde_json::to_value(f.report()).unwrap(),
+        });
+        assert_eq!(
+            expected["failover"]["attempts"].as_array().unwrap().len(),
+            2
+        );
+        let mut track = RouteTrack::new(auto.clone(), d, boo_routing::PromptShape::default());
+        track.failover = Some(f);
+        assert_eq!(track.route_json(), expected);
+        let text = track.finish(true, None, 200, "r1", chrono::Utc::now());
+        assert_eq!(text.to_value(), expected);
+        let log = auto.recent(Some("auto:code"));
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].1.request_id, "r1");
+        assert_eq!(log[0].1.route, text);
     }
 }

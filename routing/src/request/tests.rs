@@ -112,3 +112,172 @@ fn default_estimate_errs_large_for_english() {
     };
     assert!(TokenEstimator::default().estimate(&shape) >= 1_000);
 }
+
+/// `from_slice` measures exactly what `of` measures on the parsed `Value`.
+fn same_both_ways(text: &str) {
+    let v: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(
+        PromptShape::from_slice(text.as_bytes()).unwrap(),
+        PromptShape::of(&v),
+        "{text}"
+    );
+}
+
+#[test]
+fn from_slice_agrees_with_the_value_route() {
+    for text in [
+        r#"{"model":"auto:x","messages":[{"role":"user","content":"héllo \"wörld\"\n"}],"max_tokens":64}"#,
+        r#"{"messages":[{"role":"user","content":[{"text":"abc","type":"text"},{"type":"image_url","image_url":{"url":"x"}},"plain",7,null]}],"response_format":{"type":"json_schema"}}"#,
+        r#"{"prompt":["ab","cd",[1]],"max_completion_tokens":5,"max_tokens":9}"#,
+        r#"{"prompt":"x","max_tokens":-3,"response_format":"json_object"}"#,
+        r#"{"max_tokens":1.5e3,"max_completion_tokens":99999999999}"#,
+        r#"{"messages":[{"role":"assistant","tool_calls":[{"id":"1","function":{"name":"f"}}]}]}"#,
+        r#"{"messages":[{"content":"a"}],"tools":[{"type":"function"}],"functions":[]}"#,
+        r#"{"messages":"nope"}"#,
+        r#"{"messages":[1,"two",{"content":{"text":"obj"}}]}"#,
+        r#"{"messages":[{"content":[{"type":7,"text":"no type"},{"type":"text","text":5}]}]}"#,
+        // Repeated keys: a `Value` keeps the last.
+        r#"{"max_tokens":1,"max_tokens":2,"messages":[{"content":"aa","content":"bbb"}]}"#,
+        r#"{"messages":[{"content":[{"type":"image","type":"text","text":"x","text":"yy"}]}]}"#,
+        r#"{"response_format":{"type":"text","type":"json_object"}}"#,
+        r#"[1,2]"#,
+        r#""s""#,
+        r#"  {"prompt" : "\u00e9\ud83d\ude00" }  "#,
+    ] {
+        same_both_ways(text);
+    }
+    for bad in ["", "{", r#"{"prompt":"x"} trailing"#, r#"{"prompt":tru}"#] {
+        assert!(PromptShape::from_slice(bad.as_bytes()).is_err(), "{bad}");
+    }
+}
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "messages",
+            "prompt",
+            "content",
+            "type",
+            "text",
+            "role",
+            "max_tokens",
+            "max_completion_tokens",
+            "response_format",
+            "tools",
+            "tool_calls",
+            "functions",
+            "model",
+        ])
+        .prop_map(str::to_string)
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> + Clone {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            prop::sample::select(vec![
+                "text",
+                "image_url",
+                "json_object",
+                "json_schema",
+                "héllo\n\"q\"",
+                "",
+                "😀 x",
+            ])
+            .prop_map(Value::from),
+        ]
+    }
+
+    fn body() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(key(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Chat-shaped bodies (the ones the one-pass scan measures itself).
+    fn chat() -> impl Strategy<Value = Value> {
+        let text = leaf();
+        let part = prop_oneof![
+            text.clone(),
+            (
+                prop::option::of(text.clone()),
+                prop::option::of(text.clone())
+            )
+                .prop_map(|(ty, tx)| {
+                    let mut o = serde_json::Map::new();
+                    if let Some(t) = ty {
+                        o.insert("type".into(), t);
+                    }
+                    if let Some(t) = tx {
+                        o.insert("text".into(), t);
+                    }
+                    Value::Object(o)
+                }),
+        ];
+        let content = prop_oneof![
+            text.clone(),
+            prop::collection::vec(part, 0..4).prop_map(Value::Array)
+        ];
+        let message = (text.clone(), prop::option::of(content)).prop_map(|(role, c)| {
+            let mut o = serde_json::Map::new();
+            o.insert("role".into(), role);
+            if let Some(c) = c {
+                o.insert("content".into(), c);
+            }
+            Value::Object(o)
+        });
+        (
+            prop::collection::vec(message, 0..5),
+            prop::option::of(leaf()),
+            prop::option::of(leaf()),
+            prop::option::of(text),
+        )
+            .prop_map(|(msgs, max_tokens, max_completion, format)| {
+                let mut o = serde_json::Map::new();
+                o.insert("model".into(), Value::from("auto:x"));
+                o.insert("messages".into(), Value::Array(msgs));
+                if let Some(m) = max_tokens {
+                    o.insert("max_tokens".into(), m);
+                }
+                if let Some(m) = max_completion {
+                    o.insert("max_completion_tokens".into(), m);
+                }
+                if let Some(f) = format {
+                    o.insert("response_format".into(), serde_json::json!({"type": f}));
+                }
+                Value::Object(o)
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn from_slice_equals_of_on_chat_bodies(v in chat()) {
+            let text = v.to_string();
+            prop_assert_eq!(PromptShape::from_slice(text.as_bytes()).unwrap(), PromptShape::of(&v));
+            // These take the one-pass scan, not the `Value` route.
+            prop_assert!(super::super::scan::shape(text.as_bytes()).unwrap().is_some());
+        }
+
+        #[test]
+        fn from_slice_equals_of_on_random_bodies(v in body(), pretty in any::<bool>()) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&v).unwrap()
+            } else {
+                v.to_string()
+            };
+            // The reference is what the gateway measured before: the bytes parsed as a `Value`
+            // (not `v` itself: a float does not always survive a text round trip unchanged).
+            let parsed: Value = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(PromptShape::from_slice(text.as_bytes()).unwrap(), PromptShape::of(&parsed));
+        }
+    }
+}

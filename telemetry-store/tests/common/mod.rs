@@ -136,7 +136,7 @@ pub fn req(id: &str, secs: i64, provider: &str, source: Option<&str>) -> Request
         bytes_in: 100,
         bytes_out: 200,
         stream: true,
-        route: Some(serde_json::json!({"policy": "auto", "attempts": [provider]})),
+        route: Some(serde_json::json!({"policy": "auto", "attempts": [provider]}).into()),
     }
 }
 
