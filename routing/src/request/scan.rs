@@ -9,6 +9,17 @@ use serde::Deserializer;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 
+/// `visit_*` methods for the listed scalar kinds (`str` ignores its text), each returning `$v`.
+macro_rules! scalars {
+    ($v:expr; $($kind:ident)*) => { $( scalars!(@one $v; $kind); )* };
+    (@one $v:expr; str) => { fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> { $v } };
+    (@one $v:expr; bool) => { fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> { $v } };
+    (@one $v:expr; u64) => { fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> { $v } };
+    (@one $v:expr; i64) => { fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> { $v } };
+    (@one $v:expr; f64) => { fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> { $v } };
+    (@one $v:expr; unit) => { fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> { $v } };
+}
+
 /// Measures `body`; `Ok(None)` when the `Value` route is needed for an exact answer.
 ///
 /// # Errors
@@ -97,24 +108,7 @@ impl<'de> Visitor<'de> for Top {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(Some(PromptShape::default()))
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Some(PromptShape::default()))
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Some(PromptShape::default()))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Some(PromptShape::default()))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Some(PromptShape::default()))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Some(PromptShape::default()))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Some(PromptShape::default()))
-    }
+    scalars!(Ok(Some(PromptShape::default())); str bool u64 i64 f64 unit);
 }
 
 /// The keys the measurement reads, at any level.
@@ -226,24 +220,7 @@ impl<'de> Visitor<'de> for Messages {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(Err(Unsure))
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Err(Unsure))
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Err(Unsure))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Err(Unsure))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Err(Unsure))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Err(Unsure))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Err(Unsure))
-    }
+    scalars!(Ok(Err(Unsure)); str bool u64 i64 f64 unit);
 }
 
 /// One chat message: its `content` totals; `Unsure` for a non-object, `tool_calls` or a
@@ -290,24 +267,7 @@ impl<'de> Visitor<'de> for Message {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(Err(Unsure))
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Err(Unsure))
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Err(Unsure))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Err(Unsure))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Err(Unsure))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Err(Unsure))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Err(Unsure))
-    }
+    scalars!(Ok(Err(Unsure)); str bool u64 i64 f64 unit);
 }
 
 /// A `content` or `prompt` value: a string counts its characters, an array its string parts
@@ -349,21 +309,7 @@ impl<'de> Visitor<'de> for ContentSeed {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(Content::default())
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Content, E> {
-        Ok(Content::default())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Content, E> {
-        Ok(Content::default())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Content, E> {
-        Ok(Content::default())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Content, E> {
-        Ok(Content::default())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Content, E> {
-        Ok(Content::default())
-    }
+    scalars!(Ok(Content::default()); bool u64 i64 f64 unit);
 }
 
 /// One part of an array `content`.
@@ -483,21 +429,7 @@ impl<'de> Visitor<'de> for PartSeed {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(Content::default())
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Content, E> {
-        Ok(Content::default())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Content, E> {
-        Ok(Content::default())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Content, E> {
-        Ok(Content::default())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Content, E> {
-        Ok(Content::default())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Content, E> {
-        Ok(Content::default())
-    }
+    scalars!(Ok(Content::default()); bool u64 i64 f64 unit);
 }
 
 /// `response_format`: true for an object whose `type` is `json_object` or `json_schema`.
@@ -536,24 +468,7 @@ impl<'de> Visitor<'de> for ResponseFormat {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(false)
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
-        Ok(false)
-    }
+    scalars!(Ok(false); str bool u64 i64 f64 unit);
 }
 
 /// `max_tokens` / `max_completion_tokens`: a non-negative integer (saturated to `u32`), else
@@ -593,13 +508,5 @@ impl<'de> Visitor<'de> for MaxTokens {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(None)
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Option<u32>, E> {
-        Ok(None)
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Option<u32>, E> {
-        Ok(None)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Option<u32>, E> {
-        Ok(None)
-    }
+    scalars!(Ok(None); str bool unit);
 }
