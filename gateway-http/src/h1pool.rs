@@ -277,6 +277,17 @@ mod tests {
         (addr, conns)
     }
 
+    /// A pool for `addr` with `slots` worker lists and a 2 s connect timeout.
+    fn pool_for(addr: std::net::SocketAddr, slots: usize) -> H1Pool {
+        H1Pool::new(
+            addr.to_string().parse().unwrap(),
+            Duration::from_secs(2),
+            None,
+            slots,
+        )
+        .unwrap()
+    }
+
     fn req(addr: std::net::SocketAddr) -> Request<Full<Bytes>> {
         Request::post(format!("http://{addr}/v1/x"))
             .body(Full::new(Bytes::from_static(b"{}")))
@@ -290,13 +301,7 @@ mod tests {
     #[tokio::test]
     async fn sequential_requests_reuse_one_connection() {
         let (addr, conns) = upstream(None).await;
-        let pool = H1Pool::new(
-            addr.to_string().parse().unwrap(),
-            Duration::from_secs(2),
-            None,
-            2,
-        )
-        .unwrap();
+        let pool = pool_for(addr, 2);
         for _ in 0..5 {
             let r = pool.send(0, req(addr)).await.unwrap();
             assert_eq!(body(r).await, "ok 1");
@@ -310,13 +315,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_requests_get_their_own_connections() {
         let (addr, conns) = upstream(None).await;
-        let pool = H1Pool::new(
-            addr.to_string().parse().unwrap(),
-            Duration::from_secs(2),
-            None,
-            1,
-        )
-        .unwrap();
+        let pool = pool_for(addr, 1);
         let (a, b) = tokio::join!(pool.send(0, req(addr)), pool.send(0, req(addr)));
         let (a, b) = (body(a.unwrap()).await, body(b.unwrap()).await);
         assert_ne!(a, b);
@@ -326,13 +325,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_replaced() {
         let (addr, conns) = upstream(Some(1)).await;
-        let pool = H1Pool::new(
-            addr.to_string().parse().unwrap(),
-            Duration::from_secs(2),
-            None,
-            1,
-        )
-        .unwrap();
+        let pool = pool_for(addr, 1);
         for i in 1..=3 {
             let r = pool.send(0, req(addr)).await.unwrap();
             assert_eq!(body(r).await, format!("ok {i}"));
@@ -349,13 +342,7 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let pool = H1Pool::new(
-            dead.to_string().parse().unwrap(),
-            Duration::from_secs(2),
-            None,
-            1,
-        )
-        .unwrap();
+        let pool = pool_for(dead, 1);
         let e = pool.send(0, req(dead)).await.unwrap_err();
         assert!(e.is_connect());
         let chain = std::error::Error::source(&e).unwrap().to_string();

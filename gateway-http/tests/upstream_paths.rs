@@ -178,12 +178,27 @@ async fn https_provider_is_reached_over_rustls_and_its_certificate_is_verified()
     assert_eq!(up.requests.load(Ordering::SeqCst), 2, "refused before HTTP");
 }
 
-#[tokio::test]
-async fn total_timeout_cuts_a_slow_dripping_stream() {
+/// What a dripping stream (a chunk every 10 ms, forever) through the gateway gave the client.
+struct Drip {
+    up: Arc<common::Upstream>,
+    sink: Arc<MemorySink>,
+    status: u16,
+    text: String,
+    took: Duration,
+    _server: (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ),
+}
+
+/// Streams `drip/forever` through a gateway whose provider has these idle / total timeouts.
+async fn drip(idle: Option<Duration>, total: Duration) -> Drip {
     let (up, up_addr) = start_upstream().await;
     let mut s = spec("drip", format!("http://{up_addr}"));
-    // Chunks arrive every 10 ms, so the idle timeout never fires; only `total` can end it.
-    s.timeouts.total = Some(Duration::from_millis(400));
+    if let Some(idle) = idle {
+        s.timeouts.idle = idle;
+    }
+    s.timeouts.total = Some(total);
     let router = StaticRouter::new().provider("drip", &["forever"]);
     let sink = Arc::new(MemorySink::new());
     let gw = Gateway::new(
@@ -193,7 +208,7 @@ async fn total_timeout_cuts_a_slow_dripping_stream() {
         sink.clone() as Arc<dyn TelemetrySink>,
     )
     .unwrap();
-    let (addr, _stop, _server) = serve(gw, 0).await;
+    let (addr, stop, server) = serve(gw, 0).await;
     let t0 = Instant::now();
     let (status, _, b) = post(
         addr,
@@ -202,9 +217,22 @@ async fn total_timeout_cuts_a_slow_dripping_stream() {
         r#"{"model":"drip/forever","stream":true}"#,
     )
     .await;
-    let took = t0.elapsed();
-    assert_eq!(status, 200);
-    let text = String::from_utf8_lossy(&b);
+    Drip {
+        up,
+        sink,
+        status,
+        text: String::from_utf8_lossy(&b).into_owned(),
+        took: t0.elapsed(),
+        _server: (stop, server),
+    }
+}
+
+#[tokio::test]
+async fn total_timeout_cuts_a_slow_dripping_stream() {
+    // Chunks arrive every 10 ms, so the idle timeout never fires; only `total` can end it.
+    let d = drip(None, Duration::from_millis(400)).await;
+    let text = &d.text;
+    assert_eq!(d.status, 200);
     assert!(text.starts_with(SSE_CHUNKS[2]), "{text}");
     assert!(
         text.contains("\"code\":\"upstream_total_timeout\""),
@@ -216,57 +244,33 @@ async fn total_timeout_cuts_a_slow_dripping_stream() {
         "several chunks passed"
     );
     assert!(
-        took >= Duration::from_millis(400) && took < Duration::from_secs(10),
-        "{took:?}"
+        d.took >= Duration::from_millis(400) && d.took < Duration::from_secs(10),
+        "{:?}",
+        d.took
     );
     // The upstream exchange is dropped, and the record names the timeout.
-    assert!(eventually(|| up.forever_cancelled.load(Ordering::SeqCst)).await);
-    assert!(eventually(|| !sink.records().is_empty()).await);
+    assert!(eventually(|| d.up.forever_cancelled.load(Ordering::SeqCst)).await);
+    assert!(eventually(|| !d.sink.records().is_empty()).await);
     assert_eq!(
-        sink.records()[0].error_class.as_deref(),
+        d.sink.records()[0].error_class.as_deref(),
         Some("upstream_total_timeout")
     );
 }
 
 #[tokio::test]
 async fn idle_timeout_counts_from_the_last_chunk_not_the_first() {
-    let (up, up_addr) = start_upstream().await;
-    let mut s = spec("drip", format!("http://{up_addr}"));
     // Chunks every 10 ms; the idle timer (60 ms) is re-armed from the last chunk, so only the
     // total deadline (400 ms, several idle periods later) may end the stream.
-    s.timeouts.idle = Duration::from_millis(60);
-    s.timeouts.total = Some(Duration::from_millis(400));
-    let router = StaticRouter::new().provider("drip", &["forever"]);
-    let sink = Arc::new(MemorySink::new());
-    let gw = Gateway::new(
-        GatewayConfig::default(),
-        Arc::new(router),
-        &[s],
-        sink.clone() as Arc<dyn TelemetrySink>,
-    )
-    .unwrap();
-    let (addr, _stop, _server) = serve(gw, 0).await;
-    let t0 = Instant::now();
-    let (status, _, b) = post(
-        addr,
-        "/v1/chat/completions",
-        &[],
-        r#"{"model":"drip/forever","stream":true}"#,
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert!(
-        t0.elapsed() >= Duration::from_millis(400),
-        "{:?}",
-        t0.elapsed()
-    );
-    let text = String::from_utf8_lossy(&b);
+    let d = drip(Some(Duration::from_millis(60)), Duration::from_millis(400)).await;
+    let text = &d.text;
+    assert_eq!(d.status, 200);
+    assert!(d.took >= Duration::from_millis(400), "{:?}", d.took);
     assert!(
         text.contains("\"code\":\"upstream_total_timeout\""),
         "{text}"
     );
     assert!(!text.contains("upstream_idle_timeout"), "{text}");
-    assert!(eventually(|| up.forever_cancelled.load(Ordering::SeqCst)).await);
+    assert!(eventually(|| d.up.forever_cancelled.load(Ordering::SeqCst)).await);
 }
 
 /// `requests_processing` from a llama-server-mode sim host's `/metrics`.

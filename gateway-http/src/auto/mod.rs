@@ -880,11 +880,8 @@ mod tests {
         Arc::new(inv)
     }
 
-    /// The shared routing view is rebuilt for the very next decision after a host goes
-    /// down, the listing changes, a context window or a speed sample arrives, or a policy
-    /// changes; and shared (not rebuilt) while nothing changed.
-    #[tokio::test]
-    async fn cached_view_follows_every_input() {
+    /// `auto:code` over `desk/coder` then `laptop/coder`, both listed, with a hand-set live source.
+    fn two_desks() -> (AutoRouter, Arc<Manual>) {
         let doc = r#"{"providers": [
             {"id": "desk", "kind": "llama-swap", "base_url": "http://127.0.0.1:1"},
             {"id": "laptop", "kind": "llama-swap", "base_url": "http://127.0.0.1:1"}],
@@ -899,6 +896,15 @@ mod tests {
         });
         let (auto, problems) = AutoRouter::new(Arc::new(reg), live.clone());
         assert!(problems.is_empty(), "{problems:?}");
+        (auto, live)
+    }
+
+    /// The shared routing view is rebuilt for the very next decision after a host goes
+    /// down, the listing changes, a context window or a speed sample arrives, or a policy
+    /// changes; and shared (not rebuilt) while nothing changed.
+    #[tokio::test]
+    async fn cached_view_follows_every_input() {
+        let (auto, live) = two_desks();
         let req = RequestFeatures::default();
         let chosen = |auto: &AutoRouter, name: &str| {
             auto.decide(name, &req)
@@ -980,19 +986,7 @@ mod tests {
     /// the decision and the failover report exactly as they serialize on their own.
     #[tokio::test]
     async fn route_record_keeps_the_documented_shape() {
-        let doc = r#"{"providers": [
-            {"id": "desk", "kind": "llama-swap", "base_url": "http://127.0.0.1:1"},
-            {"id": "laptop", "kind": "llama-swap", "base_url": "http://127.0.0.1:1"}],
-            "policies": [{"name": "auto:code", "candidates": ["desk/coder", "laptop/coder"],
-                          "order": ["priority"]}]}"#;
-        let reg = from_json_str(doc, &MapEnv::new())
-            .expect("valid config")
-            .registry;
-        let live = Arc::new(Manual {
-            inv: Mutex::new(listing(&[("desk", "coder"), ("laptop", "coder")])),
-            down: Mutex::new(Vec::new()),
-        });
-        let (auto, _) = AutoRouter::new(Arc::new(reg), live);
+        let (auto, _) = two_desks();
         let auto = Arc::new(auto);
         let d = auto
             .decide("auto:code", &RequestFeatures::default())
