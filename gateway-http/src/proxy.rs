@@ -703,8 +703,67 @@ pub(crate) struct ProxyStream {
     sse: Option<SseScanner>,
     tail: Option<TailScanner>,
     ended: bool,
+    /// Body bytes that already arrived but are held for one scheduler turn, so events that
+    /// reach the upstream connection together leave in one client write (see `poll_frame`).
+    held: Held,
+    /// Set after one empty look while data is held (see `poll_frame`).
+    spun: bool,
+    /// No data frame has gone out yet: the first one is never held (time to first byte).
+    first: bool,
+    /// A frame (trailers or an error) to hand out once `held` has gone.
+    next: Option<Result<Frame<Bytes>, BoxError>>,
     ctx: Ctx,
     _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Most bytes [`ProxyStream`] holds back while coalescing: a batch larger than this goes out at
+/// once.
+const COALESCE_MAX: usize = 8 * 1024;
+
+/// Data held back by [`ProxyStream`] while it gives the upstream connection task a turn.
+#[derive(Default)]
+enum Held {
+    #[default]
+    Empty,
+    /// One chunk, kept without copying.
+    One(Bytes),
+    /// Several chunks, joined.
+    Many(bytes::BytesMut),
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        match self {
+            Held::Empty => 0,
+            Held::One(b) => b.len(),
+            Held::Many(b) => b.len(),
+        }
+    }
+
+    fn push(&mut self, d: Bytes) {
+        *self = match std::mem::take(self) {
+            Held::Empty => Held::One(d),
+            Held::One(first) => {
+                let mut m = bytes::BytesMut::with_capacity((first.len() + d.len()) * 4);
+                m.extend_from_slice(&first);
+                m.extend_from_slice(&d);
+                Held::Many(m)
+            }
+            Held::Many(mut m) => {
+                m.extend_from_slice(&d);
+                Held::Many(m)
+            }
+        }
+    }
+
+    /// Takes what is held (`None` when nothing is).
+    fn take(&mut self) -> Option<Bytes> {
+        match std::mem::take(self) {
+            Held::Empty => None,
+            Held::One(b) => Some(b),
+            Held::Many(m) => Some(m.freeze()),
+        }
+    }
 }
 
 type FramePoll = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
@@ -732,6 +791,10 @@ impl ProxyStream {
             sse: is_sse.then(SseScanner::new),
             tail: (!is_sse).then(TailScanner::new),
             ended: false,
+            held: Held::Empty,
+            spun: false,
+            first: true,
+            next: None,
             ctx: {
                 let det = ctx.detached();
                 std::mem::replace(ctx, det)
@@ -743,14 +806,21 @@ impl ProxyStream {
     fn end_with_error(&mut self, class: &'static str, msg: String) -> FramePoll {
         self.ctx.error_class = Some(class);
         self.ended = true;
+        let held = self.held.take();
         if self.sse.is_some() {
             // llama.cpp's own in-stream error shape, then a clean end of stream.
             let v = serde_json::json!({"error": {"message": msg, "type": "server_error", "code": class}});
-            let mut b = b"data: ".to_vec();
+            let mut b = held.map(Vec::from).unwrap_or_default();
+            let start = b.len();
+            b.extend_from_slice(b"data: ");
             let _ = serde_json::to_writer(&mut b, &v);
             b.extend_from_slice(b"\n\n");
-            self.ctx.bytes_out += b.len() as i64;
+            self.ctx.bytes_out += (b.len() - start) as i64;
             Poll::Ready(Some(Ok(Frame::data(Bytes::from(b)))))
+        } else if let Some(b) = held {
+            // What arrived before the fault still goes out; the error follows.
+            self.next = Some(Err(msg.into()));
+            Poll::Ready(Some(Ok(Frame::data(b))))
         } else {
             Poll::Ready(Some(Err(msg.into())))
         }
@@ -766,80 +836,140 @@ impl Body for ProxyStream {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> FramePoll {
         let this = &mut *self;
+        // Data held by the previous poll (see below) stays held while more may come.
+        if (this.ended || this.next.is_some())
+            && let Some(b) = this.held.take()
+        {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        if let Some(f) = this.next.take() {
+            return Poll::Ready(Some(f));
+        }
         if this.ended {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(d) = frame.data_ref() {
-                    this.ctx.bytes_out += d.len() as i64;
-                    this.last_data = Instant::now();
-                    if let Some(s) = &mut this.sse {
-                        if s.feed(d) {
-                            this.ctx.ttft = Some(this.ctx.t0.elapsed());
+        loop {
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let frame = match frame.into_data() {
+                        Ok(d) => {
+                            this.ctx.bytes_out += d.len() as i64;
+                            this.last_data = Instant::now();
+                            if let Some(s) = &mut this.sse {
+                                if s.feed(&d) {
+                                    this.ctx.ttft = Some(this.ctx.t0.elapsed());
+                                }
+                            } else if let Some(t) = &mut this.tail {
+                                t.feed_bytes(&d);
+                            }
+                            if this.body.is_end_stream() {
+                                // hyper may stop polling once the body reports its end
+                                // (Content-Length met): hand over everything now.
+                                this.ended = true;
+                                this.ctx.completed = true;
+                                this.held.push(d);
+                                return Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b))));
+                            }
+                            if std::mem::take(&mut this.first) {
+                                return Poll::Ready(Some(Ok(Frame::data(d))));
+                            }
+                            this.held.push(d);
+                            this.spun = false;
+                            if this.held.len() >= COALESCE_MAX {
+                                return Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b))));
+                            }
+                            // Coalescing: the upstream connection runs as its own task and hands
+                            // over one chunk at a time, so an SSE stream whose events arrived in
+                            // one read would otherwise cost one client write per event. Give that
+                            // task a turn (it was woken when this chunk was taken and runs before
+                            // us); if it has another chunk buffered we take it on the next poll,
+                            // otherwise `Pending` below sends what is held.
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
                         }
-                    } else if let Some(t) = &mut this.tail {
-                        t.feed_bytes(d);
+                        Err(frame) => frame,
+                    };
+                    // Trailers (rare): whatever is held goes first.
+                    if let Some(b) = this.held.take() {
+                        this.next = Some(Ok(frame));
+                        return Poll::Ready(Some(Ok(Frame::data(b))));
                     }
+                    return Poll::Ready(Some(Ok(frame)));
                 }
-                if this.body.is_end_stream() {
-                    // hyper may stop polling once the body reports its end (Content-Length met).
+                Poll::Ready(Some(Err(e))) => {
+                    let provider = this.ctx.provider.as_deref().unwrap_or("").to_string();
+                    return this.end_with_error(
+                        "upstream_cut",
+                        format!("upstream provider {provider:?} broke the response: {e}"),
+                    );
+                }
+                Poll::Ready(None) => {
                     this.ended = true;
                     this.ctx.completed = true;
+                    return Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b))));
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let provider = this.ctx.provider.as_deref().unwrap_or("").to_string();
-                this.end_with_error(
-                    "upstream_cut",
-                    format!("upstream provider {provider:?} broke the response: {e}"),
-                )
-            }
-            Poll::Ready(None) => {
-                this.ended = true;
-                this.ctx.completed = true;
-                Poll::Ready(None)
-            }
-            // The idle timer is re-armed lazily from the last data: a stream that keeps flowing
-            // touches the timer wheel about once per idle period instead of once per chunk.
-            Poll::Pending => loop {
-                match this.sleep.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(()) => {
-                        let now = Instant::now();
-                        let due = wake_at(this.last_data, this.idle, this.deadline);
-                        if due > now {
-                            this.sleep.as_mut().reset(due.into());
-                            continue;
+                Poll::Pending => {
+                    // Nothing more buffered upstream: send what is held (the upstream body has
+                    // registered our waker for the next chunk).
+                    if this.held.len() > 0 {
+                        // The upstream connection task runs a scheduler turn behind: look
+                        // once more before sending what is held.
+                        if !this.spun {
+                            this.spun = true;
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
                         }
-                        let provider = this.ctx.provider.as_deref().unwrap_or("").to_string();
-                        let total = this.deadline.is_some_and(|d| now >= d);
-                        let (class, what) = if total {
-                            ("upstream_total_timeout", "total")
-                        } else {
-                            ("upstream_idle_timeout", "idle")
-                        };
-                        return this.end_with_error(
-                            class,
-                            format!("upstream provider {provider:?} exceeded its {what} timeout"),
-                        );
+                        this.spun = false;
+                        return Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b))));
+                    }
+                    // The idle timer is re-armed lazily from the last data: a stream that
+                    // keeps flowing touches the timer wheel about once per idle period instead
+                    // of once per chunk.
+                    match this.sleep.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(()) => {
+                            let now = Instant::now();
+                            let due = wake_at(this.last_data, this.idle, this.deadline);
+                            if due > now {
+                                this.sleep.as_mut().reset(due.into());
+                                continue;
+                            }
+                            let provider = this.ctx.provider.as_deref().unwrap_or("").to_string();
+                            let total = this.deadline.is_some_and(|d| now >= d);
+                            let (class, what) = if total {
+                                ("upstream_total_timeout", "total")
+                            } else {
+                                ("upstream_idle_timeout", "idle")
+                            };
+                            return this.end_with_error(
+                                class,
+                                format!(
+                                    "upstream provider {provider:?} exceeded its {what} timeout"
+                                ),
+                            );
+                        }
                     }
                 }
-            },
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended || self.body.is_end_stream()
+        self.held.len() == 0 && self.next.is_none() && (self.ended || self.body.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
+        let held = self.held.len() as u64;
         if self.ended {
-            SizeHint::with_exact(0)
-        } else {
-            self.body.size_hint()
+            return SizeHint::with_exact(held);
         }
+        let b = self.body.size_hint();
+        let mut h = SizeHint::new();
+        h.set_lower(b.lower() + held);
+        if let Some(u) = b.upper() {
+            h.set_upper(u + held);
+        }
+        h
     }
 }
 

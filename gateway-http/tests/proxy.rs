@@ -530,3 +530,85 @@ async fn h2c_prior_knowledge_clients_are_served() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, JSON_BODY.as_bytes());
 }
+
+/// Posts a streaming request and returns the body frames as the client received them, each
+/// with the time it arrived (from the request start).
+async fn stream_frames(addr: SocketAddr, model: &str) -> Vec<(Duration, Bytes)> {
+    let mut c = connect(addr).await;
+    let body = format!(r#"{{"model":"{model}","stream":true,"messages":[]}}"#);
+    let t0 = std::time::Instant::now();
+    let resp = c
+        .send_request(
+            hyper::Request::post("/v1/chat/completions")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut frames = Vec::new();
+    while let Some(f) = body.frame().await {
+        if let Ok(d) = f.unwrap().into_data() {
+            frames.push((t0.elapsed(), d));
+        }
+    }
+    frames
+}
+
+#[tokio::test]
+async fn sse_events_that_arrive_together_leave_in_few_writes_byte_for_byte() {
+    let h = harness(GatewayConfig::default()).await;
+    let events = burst_events();
+    let frames = stream_frames(h.addr, "a/burst").await;
+    let got: Vec<u8> = frames.iter().flat_map(|(_, b)| b.to_vec()).collect();
+    assert_eq!(got, events.concat(), "the stream passes through unchanged");
+    // Without coalescing every upstream event is its own client write and chunk (64 here).
+    assert!(
+        frames.len() <= 16,
+        "{} client chunks for 64 events that arrived together",
+        frames.len()
+    );
+    // The first event is never held back (time to first token).
+    assert_eq!(frames[0].1, events[0]);
+}
+
+#[tokio::test]
+async fn held_events_go_out_when_the_upstream_pauses() {
+    let h = harness(GatewayConfig::default()).await;
+    let frames = stream_frames(h.addr, "a/pause").await;
+    let got: Vec<u8> = frames.iter().flat_map(|(_, b)| b.to_vec()).collect();
+    assert_eq!(got, SSE_CHUNKS[1..].concat().as_bytes());
+    // Both events sent before the pause reach the client before the pause ends: nothing waits
+    // for the next upstream chunk.
+    let mut before = Vec::new();
+    for (t, b) in &frames {
+        if *t < PAUSE {
+            before.extend_from_slice(b);
+        }
+    }
+    assert_eq!(before, SSE_CHUNKS[1..3].concat().as_bytes(), "{frames:?}");
+}
+
+#[tokio::test]
+async fn events_held_when_the_upstream_breaks_still_reach_the_client() {
+    let h = harness(GatewayConfig::default()).await;
+    let (s, _, b) = post(
+        h.addr,
+        "/v1/chat/completions",
+        &[],
+        r#"{"model":"a/burstcut","stream":true}"#,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let events = burst_events().concat();
+    assert!(b.starts_with(&events), "{}", String::from_utf8_lossy(&b));
+    let tail = String::from_utf8_lossy(&b[events.len()..]);
+    assert!(tail.starts_with("data: {\"error\""), "{tail}");
+    assert!(tail.contains("\"code\":\"upstream_cut\""), "{tail}");
+    assert!(eventually(|| !h.sink.records().is_empty()).await);
+    let rec = h.sink.records()[0].clone();
+    assert_eq!(rec.error_class.as_deref(), Some("upstream_cut"));
+    assert_eq!(rec.bytes_out, b.len() as i64);
+}

@@ -24,6 +24,20 @@ pub const SSE_CHUNKS: [&str; 5] = [
     "data: [DONE]\n\n",
 ];
 
+/// How long the `pause` upstream waits between its first two events and the rest.
+pub const PAUSE: Duration = Duration::from_millis(400);
+
+/// The 64 SSE events of the `burst` and `burstcut` upstreams, each its own upstream chunk.
+pub fn burst_events() -> Vec<Bytes> {
+    (0..64)
+        .map(|i| {
+            Bytes::from(format!(
+                "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i}\"}}}}],\"object\":\"chat.completion.chunk\"}}\n\n"
+            ))
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub path: String,
@@ -92,6 +106,55 @@ pub async fn upstream_handle(
                 .collect(),
             Duration::from_millis(5),
         ),
+        // Many events that reach the gateway together (one upstream write).
+        "burst" => hyper::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(
+                StreamBody::new(futures::stream::iter(
+                    burst_events().into_iter().map(|e| Ok(Frame::data(e))),
+                ))
+                .boxed(),
+            )
+            .unwrap(),
+        // The same events, then the connection breaks.
+        "burstcut" => hyper::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(
+                StreamBody::new(futures::stream::iter(
+                    burst_events()
+                        .into_iter()
+                        .map(|e| Ok(Frame::data(e)))
+                        .chain([Err(std::io::Error::other("upstream died"))]),
+                ))
+                .boxed(),
+            )
+            .unwrap(),
+        // Two events together, then a pause before the rest.
+        "pause" => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+            tokio::spawn(async move {
+                for c in &SSE_CHUNKS[1..3] {
+                    let _ = tx
+                        .send(Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
+                        .await;
+                }
+                tokio::time::sleep(PAUSE).await;
+                for c in &SSE_CHUNKS[3..] {
+                    let _ = tx
+                        .send(Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
+                        .await;
+                }
+            });
+            let stream =
+                futures::stream::unfold(
+                    rx,
+                    |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
+                );
+            hyper::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(StreamBody::new(stream).boxed())
+                .unwrap()
+        }
         "cut" => sse(
             vec![
                 Ok(Bytes::from_static(SSE_CHUNKS[2].as_bytes())),
