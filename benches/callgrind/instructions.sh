@@ -7,9 +7,10 @@
 #        benches/callgrind/instructions.sh target/release/examples/gateway auto:bench-static
 #
 # Starts nginx (benches/nginx/static.conf: a canned chat completion) and the gateway under
-# callgrind (2 workers), warms up with wrk for 3 s, zeroes the counters, runs `wrk -t1 -c16` for
-# CG_SECS (default 8) seconds, dumps, and divides the instructions of every gateway thread
-# (connection workers, telemetry writer, SQLite threads) by the requests counted on /metrics.
+# callgrind (2 workers), warms up with wrk for 3 s, zeroes the counters, runs `wrk -t1` with
+# CG_CONNS connections (default 16) for CG_SECS (default 8) seconds, dumps, and divides the
+# instructions of every gateway thread (connection workers, telemetry writer, SQLite threads) by
+# the requests counted on /metrics.
 # Needs valgrind, nginx and wrk (apt-get install valgrind nginx-light wrk). Kernel time is not
 # counted: syscalls and wake-ups cost the same for any proxy; see gateway_load for those.
 set -euo pipefail
@@ -36,10 +37,10 @@ VG=$!
 trap 'kill $VG $NG 2>/dev/null || true' EXIT
 for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:$GW/health" && break; sleep 0.2; done
 count() { curl -s "http://127.0.0.1:$GW/metrics" | awk '/^boo_gateway_requests_total/ {s+=$2} END {print s+0}'; }
-wrk -t1 -c16 -d3s -s "$W/post.lua" "http://127.0.0.1:$GW/v1/chat/completions" > /dev/null
+wrk -t1 -c"${CG_CONNS:-16}" -d3s -s "$W/post.lua" "http://127.0.0.1:$GW/v1/chat/completions" > /dev/null
 R0=$(count)
 callgrind_control -z "$VG" > /dev/null
-wrk -t1 -c16 -d"${CG_SECS:-8}s" -s "$W/post.lua" "http://127.0.0.1:$GW/v1/chat/completions" | grep -E "requests in|Non-2xx" || true
+wrk -t1 -c"${CG_CONNS:-16}" -d"${CG_SECS:-8}s" -s "$W/post.lua" "http://127.0.0.1:$GW/v1/chat/completions" | grep -E "requests in|Non-2xx" || true
 callgrind_control -d "$VG" > /dev/null
 R1=$(count)
 sleep 0.5

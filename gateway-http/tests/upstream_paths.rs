@@ -386,6 +386,20 @@ async fn worker_threads_serve_many_connections_and_drain_on_shutdown() {
     }
     assert_eq!(up.requests.load(Ordering::SeqCst), 40);
     assert!(eventually(|| sink.records().len() == 40).await);
+    // Usage read from each body's tail is in every record.
+    for r in sink.records() {
+        assert_eq!(
+            (
+                r.status,
+                r.prompt_tokens,
+                r.completion_tokens,
+                r.cached_tokens
+            ),
+            (200, Some(9), Some(2), Some(4)),
+            "{r:?}"
+        );
+        assert_eq!(r.bytes_out, JSON_BODY.len() as i64);
+    }
 
     // A stream in flight when shutdown starts still completes on its worker.
     let mut c = connect(addr).await;
@@ -413,4 +427,10 @@ async fn worker_threads_serve_many_connections_and_drain_on_shutdown() {
         std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err(),
         "listener closed"
     );
+    // The drained stream's record is not lost with the worker.
+    let recs = sink.records();
+    assert_eq!(recs.len(), 41);
+    let last = recs.iter().find(|r| r.stream).expect("the stream's record");
+    assert_eq!(last.completion_tokens, Some(1));
+    assert_eq!(last.error_class, None);
 }
