@@ -211,6 +211,9 @@ impl Decision {
     /// `\u`-escaped), fit for an HTTP header value.
     pub fn header_value(&self) -> String {
         let json = serde_json::to_string(&self.compact()).unwrap_or_default();
+        if json.is_ascii() {
+            return json;
+        }
         ascii_json(&json)
     }
 }

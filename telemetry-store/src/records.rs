@@ -70,6 +70,16 @@ impl JsonText {
         Ok(Self(serde_json::to_string(v)?.into()))
     }
 
+    /// Wraps text that already is one compact JSON document (for callers that assemble the
+    /// text themselves from `serde_json` output). Checked in debug builds only.
+    pub fn from_json_string(text: String) -> Self {
+        debug_assert!(
+            serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok(),
+            "not JSON: {text}"
+        );
+        Self(text.into())
+    }
+
     /// The compact JSON text.
     pub fn as_str(&self) -> &str {
         &self.0

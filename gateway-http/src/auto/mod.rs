@@ -730,6 +730,64 @@ struct ReportRef<'a> {
     result: Option<&'a boo_routing::Final>,
 }
 
+thread_local! {
+    /// The last decision serialized on this thread and the `"limits":…,"attempts":…,"skipped":…`
+    /// part of its JSON: it only changes with the fleet view, so consecutive requests reuse it.
+    static DECISION_TAIL: std::cell::RefCell<Option<(Decision, String)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The route document's compact JSON, byte for byte what `serde_json` makes of `doc`, with the
+/// decision's fleet-dependent part reused from the previous request on this thread when it is
+/// the same (most of the serialization cost: string escaping of every key and id).
+fn route_json(doc: &RouteDoc<'_>) -> JsonText {
+    let d = doc.decision;
+    let fresh = || -> Option<String> {
+        // Field order of `Decision`: policy, rule, need_tokens, limits, attempts, skipped. A
+        // string value cannot contain `,"limits":` (its quote would be escaped), so the first
+        // occurrence is the key.
+        let full = serde_json::to_string(d).ok()?;
+        let at = full.find(r#","limits":"#)?;
+        Some(full[at + 1..full.len() - 1].to_owned())
+    };
+    let tail = DECISION_TAIL.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((prev, tail)) = c.as_ref()
+            && prev.limits == d.limits
+            && prev.attempts == d.attempts
+            && prev.skipped == d.skipped
+        {
+            return Some(tail.clone());
+        }
+        let tail = fresh()?;
+        *c = Some((d.clone(), tail.clone()));
+        Some(tail)
+    });
+    let Some(tail) = tail else {
+        // Serializes plain structs straight to text: never fails (string keys only).
+        return JsonText::new(doc).unwrap_or_else(|_| JsonText::from(&serde_json::Value::Null));
+    };
+    let mut out = Vec::with_capacity(tail.len() + 256);
+    out.extend_from_slice(br#"{"decision":{"policy":"#);
+    let _ = serde_json::to_writer(&mut out, &d.policy);
+    if let Some(r) = d.rule {
+        out.extend_from_slice(br#","rule":"#);
+        let _ = serde_json::to_writer(&mut out, &r);
+    }
+    out.extend_from_slice(br#","need_tokens":"#);
+    let _ = serde_json::to_writer(&mut out, &d.need_tokens);
+    out.push(b',');
+    out.extend_from_slice(tail.as_bytes());
+    out.extend_from_slice(br#"},"failover":"#);
+    let _ = serde_json::to_writer(&mut out, &doc.failover);
+    out.push(b'}');
+    match String::from_utf8(out) {
+        // Only `serde_json` output and ASCII punctuation were written.
+        Ok(text) => JsonText::from_json_string(text),
+        Err(_) => JsonText::new(doc).unwrap_or_else(|_| JsonText::from(&serde_json::Value::Null)),
+    }
+}
+
 impl RouteTrack {
     pub(crate) fn new(
         auto: Arc<AutoRouter>,
@@ -801,9 +859,7 @@ impl RouteTrack {
         {
             self.auto.calibration.observe(m, &self.shape, n as u64);
         }
-        // Serializes plain structs straight to text: never fails (string keys only).
-        let route =
-            JsonText::new(&self.doc()).unwrap_or_else(|_| JsonText::from(&serde_json::Value::Null));
+        let route = route_json(&self.doc());
         self.auto.log_dispatch(
             &self.decision.policy,
             LogEntry {
@@ -859,6 +915,60 @@ mod tests {
                 Liveness::Down
             } else {
                 Liveness::Connected
+            }
+        }
+    }
+
+    #[test]
+    fn route_text_is_what_serde_makes_of_the_document_hit_or_miss() {
+        let decision = |need: u64, rule: Option<usize>, attempts: &[&str], skipped: &[&str]| {
+            let v = serde_json::json!({
+                "policy": "auto:code \"q\"",
+                "rule": rule,
+                "need_tokens": need,
+                "limits": {"max_attempts": 2, "total_deadline_ms": 1000, "first_byte_ms": 500, "allow_cold_start": false},
+                "attempts": attempts.iter().map(|m| serde_json::json!({
+                    "model": m, "lane": "local", "liveness": "connected", "state": "ready", "cold": false
+                })).collect::<Vec<_>>(),
+                "skipped": skipped.iter().map(|m| serde_json::json!([m, {"reason": "host_down"}])).collect::<Vec<_>>(),
+            });
+            let mut v = v;
+            if rule.is_none() {
+                v.as_object_mut().unwrap().remove("rule");
+            }
+            serde_json::from_value::<Decision>(v).unwrap()
+        };
+        let log: Vec<boo_routing::AttemptLog> = serde_json::from_value(serde_json::json!([
+            {"model": "a/x", "started_ms": 5, "ended_ms": 9, "outcome": {"kind": "success"}}
+        ]))
+        .unwrap();
+        let fin: boo_routing::Final = serde_json::from_value(
+            serde_json::json!({"result": "served", "model": "a/x", "index": 0}),
+        )
+        .unwrap();
+        let cases = [
+            decision(10, None, &["a/x", "b/modèle"], &["c/y"]),
+            // Same fleet part, other request: reuses the cached part.
+            decision(99_999, Some(2), &["a/x", "b/modèle"], &["c/y"]),
+            // The fleet changed: other attempts, then other skips.
+            decision(7, None, &["b/modèle"], &["c/y"]),
+            decision(7, None, &["b/modèle"], &[]),
+        ];
+        for (i, d) in cases.iter().enumerate() {
+            for failover in [
+                None,
+                Some(ReportRef {
+                    policy: "auto:code",
+                    attempts: &log,
+                    result: Some(&fin),
+                }),
+            ] {
+                let doc = RouteDoc {
+                    decision: d,
+                    failover,
+                };
+                let want = serde_json::to_string(&doc).unwrap();
+                assert_eq!(route_json(&doc).as_str(), want, "case {i}");
             }
         }
     }
