@@ -23,6 +23,8 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -114,6 +116,48 @@ fn speeds_sql(p1: &str, p2: &str) -> String {
              WHERE ts >= {p2} AND (gen_tps > 0 OR prompt_tps > 0) \
            ) AS s GROUP BY provider_id, model ORDER BY provider_id, model"
     )
+}
+
+/// The speed samples [`speeds_sql`] aggregates, row by row (SQLite flavour).
+const SPEED_SAMPLES_SQL: &str = "SELECT provider_id, wire_model, gen_tps, prompt_tps FROM requests \
+     WHERE ts >= ? AND wire_model IS NOT NULL AND status < 400 \
+       AND (gen_tps > 0 OR prompt_tps > 0) \
+     UNION ALL \
+     SELECT provider_id, model, gen_tps, prompt_tps FROM host_activity \
+     WHERE ts >= ? AND (gen_tps > 0 OR prompt_tps > 0)";
+
+/// Running means of one model's speed samples (what [`speeds_sql`] computes in SQL).
+#[derive(Default)]
+struct SpeedAcc {
+    gen_sum: f64,
+    gen_n: u64,
+    prompt_sum: f64,
+    prompt_n: u64,
+    samples: i64,
+}
+
+impl SpeedAcc {
+    fn add(&mut self, gen_tps: Option<f64>, prompt_tps: Option<f64>) {
+        self.samples += 1;
+        if let Some(g) = gen_tps.filter(|g| *g > 0.0) {
+            self.gen_sum += g;
+            self.gen_n += 1;
+        }
+        if let Some(p) = prompt_tps.filter(|p| *p > 0.0) {
+            self.prompt_sum += p;
+            self.prompt_n += 1;
+        }
+    }
+
+    fn row(&self, provider_id: String, model: String) -> SpeedRow {
+        SpeedRow {
+            provider_id,
+            model,
+            gen_tps: (self.gen_n > 0).then(|| self.gen_sum / self.gen_n as f64),
+            prompt_tps: (self.prompt_n > 0).then(|| self.prompt_sum / self.prompt_n as f64),
+            samples: self.samples,
+        }
+    }
 }
 
 fn speed_row<R: Row>(r: &R) -> Result<SpeedRow>
@@ -232,13 +276,40 @@ impl PolicyStore for SqliteStore {
     }
 
     async fn model_speeds(&self, since: DateTime<Utc>) -> Result<Vec<SpeedRow>> {
+        use futures::TryStreamExt;
+        // Aggregated while the rows stream by, not with GROUP BY: SQLite sorts every row of
+        // the window for a GROUP BY over a UNION (in memory, `temp_store=MEMORY`), so the
+        // gateway's memory grew with its traffic on each periodic reload. Here it holds one
+        // accumulator per model.
         let t = since.timestamp_micros();
-        let rows = sqlx::query(&speeds_sql("?", "?"))
+        let mut acc: HashMap<String, HashMap<String, SpeedAcc>> = HashMap::new();
+        let mut rows = sqlx::query(SPEED_SAMPLES_SQL)
             .bind(t)
             .bind(t)
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter().map(speed_row).collect()
+            .fetch(self.pool());
+        while let Some(r) = rows.try_next().await? {
+            let provider: &str = r.try_get(0)?;
+            let model: &str = r.try_get(1)?;
+            let by_model = match acc.get_mut(provider) {
+                Some(m) => m,
+                None => acc.entry(provider.to_owned()).or_default(),
+            };
+            let a = match by_model.get_mut(model) {
+                Some(a) => a,
+                None => by_model.entry(model.to_owned()).or_default(),
+            };
+            a.add(r.try_get(2)?, r.try_get(3)?);
+        }
+        let mut out: Vec<SpeedRow> = acc
+            .into_iter()
+            .flat_map(|(provider_id, models)| {
+                models
+                    .into_iter()
+                    .map(move |(model, a)| a.row(provider_id.clone(), model))
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.provider_id, &a.model).cmp(&(&b.provider_id, &b.model)));
+        Ok(out)
     }
 }
 
