@@ -79,6 +79,14 @@ pub const POLICY_RELOAD_EVERY: Duration = Duration::from_secs(30);
 /// How far back measured speeds (for the `fastest` order) are averaged from the store.
 pub const SPEED_WINDOW: Duration = Duration::from_secs(6 * 3600);
 
+/// How long after a speeds reload that took `took` the next one may run: every
+/// [`POLICY_RELOAD_EVERY`], but never more than about 1 % of the store's time, so a window
+/// holding millions of requests does not keep a store connection busy (its scan grows with
+/// the traffic of the last [`SPEED_WINDOW`]).
+pub fn speed_reload_after(took: Duration) -> Duration {
+    POLICY_RELOAD_EVERY.max(took.saturating_mul(100))
+}
+
 /// Routing state for `auto:*` requests.
 pub struct AutoRouter {
     registry: Arc<Registry>,
@@ -93,6 +101,8 @@ pub struct AutoRouter {
     origins: RwLock<HashMap<String, PolicyOrigin>>,
     store: OnceLock<Arc<dyn Store>>,
     reloaded: Mutex<Option<Instant>>,
+    /// When measured speeds may be read again (see [`speed_reload_after`]).
+    speeds_next: Mutex<Option<Instant>>,
     speeds: RwLock<Arc<HashMap<ModelRef, Speed>>>,
     log: Mutex<HashMap<String, VecDeque<LogEntry>>>,
     load: Mutex<HashMap<ProviderId, HostLoad>>,
@@ -198,6 +208,7 @@ impl AutoRouter {
             origins: RwLock::new(origins),
             store: OnceLock::new(),
             reloaded: Mutex::new(None),
+            speeds_next: Mutex::new(None),
             speeds: RwLock::new(Arc::default()),
             log: Mutex::new(HashMap::new()),
             load: Mutex::new(HashMap::new()),
@@ -283,7 +294,8 @@ impl AutoRouter {
     }
 
     /// Measured speeds per composite model (from the store's telemetry, refreshed every
-    /// [`POLICY_RELOAD_EVERY`]; empty without a store).
+    /// [`POLICY_RELOAD_EVERY`] or less often when reading them is slow, see
+    /// [`speed_reload_after`]; empty without a store).
     pub fn speeds(&self) -> Arc<HashMap<ModelRef, Speed>> {
         self.speeds
             .read()
@@ -297,7 +309,11 @@ impl AutoRouter {
         };
         let since = chrono::Utc::now()
             - chrono::Duration::from_std(SPEED_WINDOW).unwrap_or(chrono::Duration::hours(6));
-        let rows = store.model_speeds(since).await?;
+        let started = Instant::now();
+        let rows = store.model_speeds(since).await;
+        *self.speeds_next.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + speed_reload_after(started.elapsed()));
+        let rows = rows?;
         let map: HashMap<ModelRef, Speed> = rows
             .into_iter()
             .filter_map(|r| {
@@ -413,7 +429,12 @@ impl AutoRouter {
             if let Err(e) = self.reload_stored().await {
                 tracing::warn!(error = %e, "reloading stored route policies failed");
             }
-            if let Err(e) = self.reload_speeds().await {
+            let speeds_due = self
+                .speeds_next
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none_or(|t| Instant::now() >= t);
+            if speeds_due && let Err(e) = self.reload_speeds().await {
                 tracing::warn!(error = %e, "reading measured model speeds failed");
             }
         }
@@ -917,6 +938,20 @@ mod tests {
                 Liveness::Connected
             }
         }
+    }
+
+    #[test]
+    fn slow_speed_reloads_are_spaced_to_about_one_percent_of_the_time() {
+        assert_eq!(speed_reload_after(Duration::ZERO), POLICY_RELOAD_EVERY);
+        assert_eq!(
+            speed_reload_after(Duration::from_millis(120)),
+            POLICY_RELOAD_EVERY
+        );
+        assert_eq!(
+            speed_reload_after(Duration::from_secs(2)),
+            Duration::from_secs(200)
+        );
+        assert_eq!(speed_reload_after(Duration::MAX), Duration::MAX);
     }
 
     #[test]
