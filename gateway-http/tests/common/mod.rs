@@ -58,6 +58,25 @@ pub fn full(b: impl Into<Bytes>) -> UpBody {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
+type FrameResult = Result<Frame<Bytes>, std::io::Error>;
+
+/// An SSE response whose body is `stream`.
+fn sse_stream(
+    stream: impl futures::Stream<Item = FrameResult> + Send + Sync + 'static,
+) -> hyper::Response<UpBody> {
+    hyper::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(StreamBody::new(stream).boxed())
+        .unwrap()
+}
+
+/// An SSE response streaming what `rx` receives, ending when its senders are gone.
+fn sse_from(rx: tokio::sync::mpsc::Receiver<FrameResult>) -> hyper::Response<UpBody> {
+    sse_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|x| (x, rx))
+    }))
+}
+
 pub async fn upstream_handle(
     up: Arc<Upstream>,
     req: hyper::Request<hyper::body::Incoming>,
@@ -86,12 +105,7 @@ pub async fn upstream_handle(
                 }
             }
         });
-        let stream =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-        hyper::Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(StreamBody::new(stream).boxed())
-            .unwrap()
+        sse_from(rx)
     };
     match model.as_str() {
         "echo" => hyper::Response::builder()
@@ -107,28 +121,16 @@ pub async fn upstream_handle(
             Duration::from_millis(5),
         ),
         // Many events that reach the gateway together (one upstream write).
-        "burst" => hyper::Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(
-                StreamBody::new(futures::stream::iter(
-                    burst_events().into_iter().map(|e| Ok(Frame::data(e))),
-                ))
-                .boxed(),
-            )
-            .unwrap(),
+        "burst" => sse_stream(futures::stream::iter(
+            burst_events().into_iter().map(|e| Ok(Frame::data(e))),
+        )),
         // The same events, then the connection breaks.
-        "burstcut" => hyper::Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(
-                StreamBody::new(futures::stream::iter(
-                    burst_events()
-                        .into_iter()
-                        .map(|e| Ok(Frame::data(e)))
-                        .chain([Err(std::io::Error::other("upstream died"))]),
-                ))
-                .boxed(),
-            )
-            .unwrap(),
+        "burstcut" => sse_stream(futures::stream::iter(
+            burst_events()
+                .into_iter()
+                .map(|e| Ok(Frame::data(e)))
+                .chain([Err(std::io::Error::other("upstream died"))]),
+        )),
         // Two events together, then a pause before the rest.
         "pause" => {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
@@ -145,15 +147,7 @@ pub async fn upstream_handle(
                         .await;
                 }
             });
-            let stream =
-                futures::stream::unfold(
-                    rx,
-                    |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
-                );
-            hyper::Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(StreamBody::new(stream).boxed())
-                .unwrap()
+            sse_from(rx)
         }
         "cut" => sse(
             vec![
@@ -173,15 +167,7 @@ pub async fn upstream_handle(
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 drop(tx);
             });
-            let stream =
-                futures::stream::unfold(
-                    rx,
-                    |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
-                );
-            hyper::Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(StreamBody::new(stream).boxed())
-                .unwrap()
+            sse_from(rx)
         }
         "forever" => {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
@@ -201,15 +187,7 @@ pub async fn upstream_handle(
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             });
-            let stream =
-                futures::stream::unfold(
-                    rx,
-                    |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
-                );
-            hyper::Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(StreamBody::new(stream).boxed())
-                .unwrap()
+            sse_from(rx)
         }
         "boom" => hyper::Response::builder()
             .status(500)
