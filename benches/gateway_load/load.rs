@@ -81,6 +81,23 @@ impl CellStats {
         }
     }
 
+    /// Adds another run of the same cell (its samples, counts, window and CPU time).
+    pub fn merge(&mut self, other: CellStats) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.window_s += other.window_s;
+        self.latency.add(&other.latency).expect("same bounds");
+        self.ttft.add(&other.ttft).expect("same bounds");
+        self.body_bytes = self.body_bytes.max(other.body_bytes);
+        self.cpu_s = match (self.cpu_s, other.cpu_s) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+    }
+
     /// Completed requests per second over the measured window.
     pub fn rps(&self) -> f64 {
         if self.window_s > 0.0 {

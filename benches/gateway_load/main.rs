@@ -45,6 +45,11 @@ struct Args {
     /// Concurrency levels for the non-streaming cells.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     concurrency: Vec<usize>,
+    /// Splits each non-streaming cell into this many rounds of `duration / rounds` (each with
+    /// its own warm-up) and runs every path once per round, so a drift in the machine's load
+    /// reaches all paths alike; a cell's figures come from its merged rounds.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
     /// Concurrency levels of the streaming cells (c=1 shows the pure added TTFT, c=64 the
     /// TTFT under load; `0` alone skips them).
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
@@ -200,9 +205,11 @@ fn run(args: &Args, work_dir: &Path) -> anyhow::Result<()> {
     println!("# gateway_load ({})", if quick { "quick" } else { "full" });
     println!("load average at start: {load_before}");
     println!(
-        "cells: {:.1} s measured after {:.1} s warm-up; logs and configs in {}",
+        "cells: {:.1} s measured after {:.1} s warm-up (non-streaming cells in {} interleaved \
+         round(s)); logs and configs in {}",
         duration.as_secs_f64(),
         warmup.as_secs_f64(),
+        args.rounds.max(1),
         work_dir.display()
     );
 
@@ -378,32 +385,43 @@ fn run(args: &Args, work_dir: &Path) -> anyhow::Result<()> {
         }
     }
 
-    // ---- non-streaming cells, then the streaming cell
+    // ---- non-streaming cells (in `--rounds` interleaved rounds), then the streaming cell
+    let rounds = args.rounds.max(1);
     let mut rows: Vec<Row> = Vec::new();
-    for u in &upstreams {
-        for &c in &args.concurrency {
-            for (path, addr, model) in paths_for(u, &args.paths, gateway.map(|g| g.0)) {
-                let cell = load::Cell {
-                    addr,
-                    path: "/v1/chat/completions".into(),
-                    body: tiny_body(&model),
-                    concurrency: c,
-                    warmup,
-                    duration,
-                    stream: false,
-                    cpu_pid: matches!(path, PathKind::Gateway | PathKind::Auto)
-                        .then(|| gateway.map(|g| g.1))
-                        .flatten(),
-                };
-                let stats = load::run_cell(&cell);
-                print_progress(u.name, "tiny", path, c, &stats);
-                rows.push(Row {
-                    upstream: u.name,
-                    load: "tiny".into(),
-                    path,
-                    concurrency: c,
-                    stats,
-                });
+    for round in 0..rounds {
+        let mut i = 0;
+        for u in &upstreams {
+            for &c in &args.concurrency {
+                for (path, addr, model) in paths_for(u, &args.paths, gateway.map(|g| g.0)) {
+                    let cell = load::Cell {
+                        addr,
+                        path: "/v1/chat/completions".into(),
+                        body: tiny_body(&model),
+                        concurrency: c,
+                        warmup,
+                        duration: duration / rounds,
+                        stream: false,
+                        cpu_pid: matches!(path, PathKind::Gateway | PathKind::Auto)
+                            .then(|| gateway.map(|g| g.1))
+                            .flatten(),
+                    };
+                    let stats = load::run_cell(&cell);
+                    if round == 0 {
+                        rows.push(Row {
+                            upstream: u.name,
+                            load: "tiny".into(),
+                            path,
+                            concurrency: c,
+                            stats,
+                        });
+                    } else {
+                        rows[i].stats.merge(stats);
+                    }
+                    if round + 1 == rounds {
+                        print_progress(u.name, "tiny", path, c, &rows[i].stats);
+                    }
+                    i += 1;
+                }
             }
         }
     }
