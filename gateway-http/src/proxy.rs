@@ -764,6 +764,11 @@ impl Held {
             Held::Many(m) => Some(m.freeze()),
         }
     }
+
+    /// Takes what is held as the next body frame.
+    fn frame(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
+        self.take().map(|b| Ok(Frame::data(b)))
+    }
 }
 
 type FramePoll = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
@@ -837,10 +842,8 @@ impl Body for ProxyStream {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> FramePoll {
         let this = &mut *self;
         // Data held by the previous poll (see below) stays held while more may come.
-        if (this.ended || this.next.is_some())
-            && let Some(b) = this.held.take()
-        {
-            return Poll::Ready(Some(Ok(Frame::data(b))));
+        if (this.ended || this.next.is_some()) && this.held.len() > 0 {
+            return Poll::Ready(this.held.frame());
         }
         if let Some(f) = this.next.take() {
             return Poll::Ready(Some(f));
@@ -868,7 +871,7 @@ impl Body for ProxyStream {
                                 this.ended = true;
                                 this.ctx.completed = true;
                                 this.held.push(d);
-                                return Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b))));
+                                return Poll::Ready(this.held.frame());
                             }
                             if std::mem::take(&mut this.first) {
                                 return Poll::Ready(Some(Ok(Frame::data(d))));
@@ -876,14 +879,13 @@ impl Body for ProxyStream {
                             this.held.push(d);
                             this.spun = false;
                             if this.held.len() >= COALESCE_MAX {
-                                return Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b))));
+                                return Poll::Ready(this.held.frame());
                             }
                             // Coalescing: the upstream connection runs as its own task and hands
                             // over one chunk at a time, so an SSE stream whose events arrived in
-                            // one read would otherwise cost one client write per event. Give that
-                            // task a turn (it was woken when this chunk was taken and runs before
-                            // us); if it has another chunk buffered we take it on the next poll,
-                            // otherwise `Pending` below sends what is held.
+                            // one read would otherwise cost one client write per event. Hold
+                            // this chunk and give that task a turn; `Pending` below sends what
+                            // is held once nothing more comes.
                             cx.waker().wake_by_ref();
                             return Poll::Pending;
                         }
@@ -906,21 +908,20 @@ impl Body for ProxyStream {
                 Poll::Ready(None) => {
                     this.ended = true;
                     this.ctx.completed = true;
-                    return Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b))));
+                    return Poll::Ready(this.held.frame());
                 }
                 Poll::Pending => {
-                    // Nothing more buffered upstream: send what is held (the upstream body has
-                    // registered our waker for the next chunk).
                     if this.held.len() > 0 {
-                        // The upstream connection task runs a scheduler turn behind: look
-                        // once more before sending what is held.
+                        // The upstream connection task hands its next chunk over a scheduler
+                        // turn later than this first look: look once more, then send what is
+                        // held (the upstream body has registered our waker for what follows).
                         if !this.spun {
                             this.spun = true;
                             cx.waker().wake_by_ref();
                             return Poll::Pending;
                         }
                         this.spun = false;
-                        return Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b))));
+                        return Poll::Ready(this.held.frame());
                     }
                     // The idle timer is re-armed lazily from the last data: a stream that
                     // keeps flowing touches the timer wheel about once per idle period instead

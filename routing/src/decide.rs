@@ -210,11 +210,7 @@ impl Decision {
     /// The compact summary as one line of JSON restricted to visible ASCII (non-ASCII is
     /// `\u`-escaped), fit for an HTTP header value.
     pub fn header_value(&self) -> String {
-        let json = serde_json::to_string(&self.compact()).unwrap_or_default();
-        if json.is_ascii() {
-            return json;
-        }
-        ascii_json(&json)
+        ascii_json(serde_json::to_string(&self.compact()).unwrap_or_default())
     }
 }
 
@@ -238,7 +234,10 @@ pub fn skip_code(r: &SkipReason) -> &'static str {
 }
 
 /// Escapes every non-ASCII char of a JSON text as `\uXXXX` (surrogate pairs above the BMP).
-fn ascii_json(s: &str) -> String {
+fn ascii_json(s: String) -> String {
+    if s.is_ascii() {
+        return s;
+    }
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_ascii() {

@@ -101,30 +101,31 @@ pub trait PolicyStore: Send + Sync {
     async fn model_speeds(&self, since: DateTime<Utc>) -> Result<Vec<SpeedRow>>;
 }
 
-/// The speed query; `{p}` is the bind placeholder of the backend (`?` or `$1`).
+/// The speed samples (one row per request or activity row with a positive speed) since
+/// `{p1}`/`{p2}`, the backend's bind placeholders (`?` or `$1`).
+fn speed_samples_sql(p1: &str, p2: &str) -> String {
+    format!(
+        "SELECT provider_id, wire_model AS model, gen_tps, prompt_tps FROM requests \
+         WHERE ts >= {p1} AND wire_model IS NOT NULL AND status < 400 \
+           AND (gen_tps > 0 OR prompt_tps > 0) \
+         UNION ALL \
+         SELECT provider_id, model, gen_tps, prompt_tps FROM host_activity \
+         WHERE ts >= {p2} AND (gen_tps > 0 OR prompt_tps > 0)"
+    )
+}
+
+/// The speed query: the samples averaged per provider and model (Postgres; SQLite aggregates
+/// [`speed_samples_sql`] itself, see its `model_speeds`).
 fn speeds_sql(p1: &str, p2: &str) -> String {
     format!(
         "SELECT provider_id, model, \
            AVG(CASE WHEN gen_tps > 0 THEN gen_tps END) AS gen_tps, \
            AVG(CASE WHEN prompt_tps > 0 THEN prompt_tps END) AS prompt_tps, \
-           COUNT(*) AS samples FROM ( \
-             SELECT provider_id, wire_model AS model, gen_tps, prompt_tps FROM requests \
-             WHERE ts >= {p1} AND wire_model IS NOT NULL AND status < 400 \
-               AND (gen_tps > 0 OR prompt_tps > 0) \
-             UNION ALL \
-             SELECT provider_id, model, gen_tps, prompt_tps FROM host_activity \
-             WHERE ts >= {p2} AND (gen_tps > 0 OR prompt_tps > 0) \
-           ) AS s GROUP BY provider_id, model ORDER BY provider_id, model"
+           COUNT(*) AS samples FROM ({}) AS s \
+         GROUP BY provider_id, model ORDER BY provider_id, model",
+        speed_samples_sql(p1, p2)
     )
 }
-
-/// The speed samples [`speeds_sql`] aggregates, row by row (SQLite flavour).
-const SPEED_SAMPLES_SQL: &str = "SELECT provider_id, wire_model, gen_tps, prompt_tps FROM requests \
-     WHERE ts >= ? AND wire_model IS NOT NULL AND status < 400 \
-       AND (gen_tps > 0 OR prompt_tps > 0) \
-     UNION ALL \
-     SELECT provider_id, model, gen_tps, prompt_tps FROM host_activity \
-     WHERE ts >= ? AND (gen_tps > 0 OR prompt_tps > 0)";
 
 /// Running means of one model's speed samples (what [`speeds_sql`] computes in SQL).
 #[derive(Default)]
@@ -283,10 +284,8 @@ impl PolicyStore for SqliteStore {
         // accumulator per model.
         let t = since.timestamp_micros();
         let mut acc: HashMap<String, HashMap<String, SpeedAcc>> = HashMap::new();
-        let mut rows = sqlx::query(SPEED_SAMPLES_SQL)
-            .bind(t)
-            .bind(t)
-            .fetch(self.pool());
+        let sql = speed_samples_sql("?", "?");
+        let mut rows = sqlx::query(&sql).bind(t).bind(t).fetch(self.pool());
         while let Some(r) = rows.try_next().await? {
             let provider: &str = r.try_get(0)?;
             let model: &str = r.try_get(1)?;

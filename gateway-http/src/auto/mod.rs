@@ -763,32 +763,7 @@ thread_local! {
 /// the same (most of the serialization cost: string escaping of every key and id).
 fn route_json(doc: &RouteDoc<'_>) -> JsonText {
     let d = doc.decision;
-    let fresh = || -> Option<String> {
-        // Field order of `Decision`: policy, rule, need_tokens, limits, attempts, skipped. A
-        // string value cannot contain `,"limits":` (its quote would be escaped), so the first
-        // occurrence is the key.
-        let full = serde_json::to_string(d).ok()?;
-        let at = full.find(r#","limits":"#)?;
-        Some(full[at + 1..full.len() - 1].to_owned())
-    };
-    let tail = DECISION_TAIL.with(|c| {
-        let mut c = c.borrow_mut();
-        if let Some((prev, tail)) = c.as_ref()
-            && prev.limits == d.limits
-            && prev.attempts == d.attempts
-            && prev.skipped == d.skipped
-        {
-            return Some(tail.clone());
-        }
-        let tail = fresh()?;
-        *c = Some((d.clone(), tail.clone()));
-        Some(tail)
-    });
-    let Some(tail) = tail else {
-        // Serializes plain structs straight to text: never fails (string keys only).
-        return JsonText::new(doc).unwrap_or_else(|_| JsonText::from(&serde_json::Value::Null));
-    };
-    let mut out = Vec::with_capacity(tail.len() + 256);
+    let mut out = Vec::with_capacity(768);
     out.extend_from_slice(br#"{"decision":{"policy":"#);
     let _ = serde_json::to_writer(&mut out, &d.policy);
     if let Some(r) = d.rule {
@@ -798,14 +773,33 @@ fn route_json(doc: &RouteDoc<'_>) -> JsonText {
     out.extend_from_slice(br#","need_tokens":"#);
     let _ = serde_json::to_writer(&mut out, &d.need_tokens);
     out.push(b',');
-    out.extend_from_slice(tail.as_bytes());
-    out.extend_from_slice(br#"},"failover":"#);
-    let _ = serde_json::to_writer(&mut out, &doc.failover);
-    out.push(b'}');
-    match String::from_utf8(out) {
+    let tail = DECISION_TAIL.with(|c| {
+        let mut c = c.borrow_mut();
+        let hit = c.as_ref().is_some_and(|(prev, _)| {
+            prev.limits == d.limits && prev.attempts == d.attempts && prev.skipped == d.skipped
+        });
+        if !hit {
+            // Field order of `Decision`: policy, rule, need_tokens, limits, attempts, skipped.
+            // A string value cannot contain `,"limits":` (its quote would be escaped), so the
+            // first occurrence is the key.
+            let full = serde_json::to_string(d).ok()?;
+            let at = full.find(r#","limits":"#)?;
+            *c = Some((d.clone(), full[at + 1..full.len() - 1].to_owned()));
+        }
+        out.extend_from_slice(c.as_ref()?.1.as_bytes());
+        Some(())
+    });
+    let text = tail.and_then(|()| {
+        out.extend_from_slice(br#"},"failover":"#);
+        serde_json::to_writer(&mut out, &doc.failover).ok()?;
+        out.push(b'}');
         // Only `serde_json` output and ASCII punctuation were written.
-        Ok(text) => JsonText::from_json_string(text),
-        Err(_) => JsonText::new(doc).unwrap_or_else(|_| JsonText::from(&serde_json::Value::Null)),
+        String::from_utf8(out).ok()
+    });
+    match text {
+        Some(text) => JsonText::from_json_string(text),
+        // Serializes plain structs straight to text: never fails (string keys only).
+        None => JsonText::new(doc).unwrap_or_else(|_| JsonText::from(&serde_json::Value::Null)),
     }
 }
 
