@@ -5,6 +5,9 @@
 //! * [`open`] picks the adapter by URL scheme and applies the embedded migrations.
 //! * [`Store`] is the async trait both adapters implement (inserts, queries, retention
 //!   primitives). Inserts are idempotent: `ON CONFLICT DO NOTHING` on each table's natural key.
+//!   Gateway requests are keyed by `(ts, request_id)`: the table is its own time index (one
+//!   B-tree fewer per recorded request), and two requests that reused one client-chosen
+//!   `x-request-id` are both kept.
 //! * [`BatchWriter`] puts records on a bounded channel; the gateway calls
 //!   [`BatchWriterHandle::try_record`], which never blocks. On SQLite the inserts run on
 //!   sqlx's per-connection threads at nice 10 (see [`sqlite::WORKER_NICE_ENV`]), so a saturated

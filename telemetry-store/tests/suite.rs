@@ -213,6 +213,18 @@ async fn activity_reingestion_is_idempotent(h: Harness) {
     let r = req("dup", 1, "alpha", Some("arena"));
     assert_eq!(s.insert_requests(&[r.clone(), r.clone()]).await.unwrap(), 1);
     assert_eq!(s.insert_requests(&[r]).await.unwrap(), 0);
+    // a request is keyed by (ts, request_id) (migration 0005): two requests that reused one
+    // client-chosen x-request-id at different times are both kept, each once
+    let reused = req("dup", 2, "beta", Some("arena"));
+    assert_eq!(s.insert_requests(&[reused.clone()]).await.unwrap(), 1);
+    assert_eq!(s.insert_requests(&[reused]).await.unwrap(), 0);
+    let dups: Vec<_> = all_feed(s, &FeedFilter::default(), 100)
+        .await
+        .into_iter()
+        .filter(|r| r.id == "dup")
+        .map(|r| r.provider_id)
+        .collect();
+    assert_eq!(dups, ["beta", "alpha"]);
     let p = perf("alpha", at(5), 40.0);
     assert_eq!(s.insert_perf(std::slice::from_ref(&p)).await.unwrap(), 1);
     assert_eq!(s.insert_perf(&[p]).await.unwrap(), 0);
