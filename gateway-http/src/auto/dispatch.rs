@@ -83,7 +83,7 @@ impl Inner {
                 ));
             }
         };
-        let header = HeaderValue::from_str(&decision.header_value()).ok();
+        let header = crate::auto::route_header(&decision);
         let mut failover = Failover::new(&decision, now_ms());
         let mut track = RouteTrack::new(auto.clone(), decision, shape);
 

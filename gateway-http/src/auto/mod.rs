@@ -758,6 +758,54 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// What the `x-boo-route` header shows of a decision (see [`Decision::compact`]): policy, rule,
+/// attempt ids and skips.
+struct HeaderKey {
+    policy: String,
+    rule: Option<usize>,
+    attempts: Vec<Arc<ModelRef>>,
+    skipped: Vec<(Arc<ModelRef>, boo_routing::SkipReason)>,
+}
+
+impl HeaderKey {
+    fn matches(&self, d: &Decision) -> bool {
+        self.policy == d.policy
+            && self.rule == d.rule
+            && self.attempts.len() == d.attempts.len()
+            && self.attempts.iter().zip(&d.attempts).all(|(a, b)| a == &b.model)
+            && self.skipped == d.skipped
+    }
+}
+
+thread_local! {
+    /// The last `x-boo-route` header made on this thread and what it was made of.
+    static ROUTE_HEADER: std::cell::RefCell<Option<(HeaderKey, http::HeaderValue)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `x-boo-route` for `d` ([`Decision::header_value`]), reused from the previous request on this
+/// thread while the policy, rule, attempts and skips it shows are the same (they change with
+/// the fleet, not per request).
+pub(crate) fn route_header(d: &Decision) -> Option<http::HeaderValue> {
+    ROUTE_HEADER.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((key, value)) = c.as_ref()
+            && key.matches(d)
+        {
+            return Some(value.clone());
+        }
+        let value = http::HeaderValue::from_str(&d.header_value()).ok()?;
+        let key = HeaderKey {
+            policy: d.policy.clone(),
+            rule: d.rule,
+            attempts: d.attempts.iter().map(|a| a.model.clone()).collect(),
+            skipped: d.skipped.clone(),
+        };
+        *c = Some((key, value.clone()));
+        Some(value)
+    })
+}
+
 /// The route document's compact JSON, byte for byte what `serde_json` makes of `doc`, with the
 /// decision's fleet-dependent part reused from the previous request on this thread when it is
 /// the same (most of the serialization cost: string escaping of every key and id).
@@ -949,7 +997,7 @@ mod tests {
     }
 
     #[test]
-    fn route_text_is_what_serde_makes_of_the_document_hit_or_miss() {
+    fn route_text_and_header_are_what_serde_makes_of_the_decision_hit_or_miss() {
         let decision = |need: u64, rule: Option<usize>, attempts: &[&str], skipped: &[&str]| {
             let v = serde_json::json!({
                 "policy": "auto:code \"q\"",
@@ -999,7 +1047,20 @@ mod tests {
                 let want = serde_json::to_string(&doc).unwrap();
                 assert_eq!(route_json(&doc).as_str(), want, "case {i}");
             }
+            // The header follows the decision too, whether it was made just now or reused.
+            for _ in 0..2 {
+                let want = http::HeaderValue::from_str(&d.header_value()).unwrap();
+                assert_eq!(route_header(d), Some(want), "case {i}");
+            }
         }
+        // A skip reason the header shows changed while ids and policy stayed the same.
+        let mut d = cases[3].clone();
+        d.skipped = cases[0].skipped.clone();
+        let before = route_header(&d).unwrap();
+        d.skipped[0].1 = boo_routing::SkipReason::ModelError;
+        let after = route_header(&d).unwrap();
+        assert_ne!(before, after);
+        assert_eq!(after, http::HeaderValue::from_str(&d.header_value()).unwrap());
     }
 
     fn listing(models: &[(&str, &str)]) -> Arc<Inventory> {
