@@ -42,7 +42,57 @@ fn model_status_sse(ready: usize) -> Vec<u8> {
     format!("event:message\ndata:{env}\n\n").into_bytes()
 }
 
+/// What a current llama-swap sends on `/api/events` for one proxied request: the in-flight
+/// entry when it starts and when its headers arrive (with redacted request and response
+/// headers), its removal, and the id of its stored activity row.
+fn per_request_sse(n: u64) -> Vec<u8> {
+    let headers = serde_json::json!({"Content-Type": ["application/json"], "Authorization": ["[REDACTED]"],
+        "User-Agent": ["OpenAI/Python 1.99.0"], "X-Boo-Source": ["arena"], "Accept": ["application/json"],
+        "X-Request-Id": [format!("gw-3f9a2c-{n:010x}")], "X-Forwarded-For": ["127.0.0.1"]});
+    let entry = |resp: bool| {
+        serde_json::json!({"id": n.to_string(), "timestamp": "2026-11-21T15:59:25.400485123Z",
+            "model": "qwen3-coder-30b", "req_path": "/v1/chat/completions", "method": "POST",
+            "req_headers": headers, "remote_ip": "127.0.0.1",
+            "resp_headers": if resp { headers.clone() } else { serde_json::json!({}) },
+            "resp_bytes": if resp { 412 } else { 0 }, "elapsed_ms": 3})
+    };
+    let msgs = [
+        (
+            "inflight",
+            serde_json::json!({"operation": "upsert", "request": entry(false)}),
+        ),
+        (
+            "inflight",
+            serde_json::json!({"operation": "upsert", "request": entry(true)}),
+        ),
+        (
+            "inflight",
+            serde_json::json!({"operation": "remove", "id": n.to_string()}),
+        ),
+        ("activity", serde_json::json!({"id": n})),
+    ];
+    let mut out = String::new();
+    for (ty, data) in msgs {
+        let env = serde_json::json!({"type": ty, "data": data.to_string()}).to_string();
+        out.push_str(&format!("event:message\ndata:{env}\n\n"));
+    }
+    out.into_bytes()
+}
+
 fn benches(c: &mut Criterion) {
+    // The events of one proxied request on a llama-swap host: SSE decode and parse.
+    let frames: Vec<Vec<u8>> = (0..64).map(per_request_sse).collect();
+    c.bench_function("per_request_events_decode", |b| {
+        let mut dec = SseDecoder::new();
+        let mut i = 0usize;
+        b.iter(|| {
+            i += 1;
+            let msgs = dec.push(&frames[i % frames.len()]).unwrap();
+            let evs: Vec<_> = msgs.iter().map(|m| parse_event(&m.data).unwrap()).collect();
+            black_box(evs)
+        })
+    });
+
     // One swap event on one of 100 hosts: SSE decode, envelope parse, state update, delta JSON.
     let frames = [model_status_sse(0), model_status_sse(1)];
     c.bench_function("swap_event_to_delta_json", |b| {

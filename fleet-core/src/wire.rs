@@ -77,40 +77,49 @@ impl SseDecoder {
     ///
     /// # Errors
     /// [`Error::Wire`] when one message grows beyond the limit (the decoder resets).
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseMessage>, Error> {
+    pub fn push(&mut self, mut chunk: &[u8]) -> Result<Vec<SseMessage>, Error> {
         let mut out = Vec::new();
-        for &b in chunk {
+        while let Some(&first) = chunk.first() {
             if self.skip_lf {
                 self.skip_lf = false;
-                if b == b'\n' {
+                if first == b'\n' {
+                    chunk = &chunk[1..];
                     continue;
                 }
             }
-            match b {
-                b'\n' | b'\r' => {
-                    self.skip_lf = b == b'\r';
-                    let line = std::mem::take(&mut self.line);
-                    if let Some(m) = self.line_done(&line) {
-                        out.push(m);
-                    }
-                }
-                _ => {
-                    self.line.push(b);
-                    let pending = self.line.len() + self.data.as_ref().map_or(0, String::len);
-                    if pending > self.max_message_bytes {
-                        self.line.clear();
-                        self.event = None;
-                        self.data = None;
-                        return Err(Error::wire(
-                            "event stream",
-                            "data",
-                            format!("message exceeds {} bytes", self.max_message_bytes),
-                        ));
-                    }
-                }
+            // A line at a time (the event stream carries kilobytes of JSON per request).
+            let Some(end) = memchr::memchr2(b'\n', b'\r', chunk) else {
+                self.extend_line(chunk)?;
+                break;
+            };
+            self.extend_line(&chunk[..end])?;
+            self.skip_lf = chunk[end] == b'\r';
+            let mut line = std::mem::take(&mut self.line);
+            if let Some(m) = self.line_done(&line) {
+                out.push(m);
             }
+            line.clear();
+            self.line = line; // keeps its allocation for the next line
+            chunk = &chunk[end + 1..];
         }
         Ok(out)
+    }
+
+    /// Appends to the current line, or resets and fails when the message grows beyond the limit.
+    fn extend_line(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let pending = self.line.len() + bytes.len() + self.data.as_ref().map_or(0, String::len);
+        if pending > self.max_message_bytes {
+            self.line.clear();
+            self.event = None;
+            self.data = None;
+            return Err(Error::wire(
+                "event stream",
+                "data",
+                format!("message exceeds {} bytes", self.max_message_bytes),
+            ));
+        }
+        self.line.extend_from_slice(bytes);
+        Ok(())
     }
 
     fn line_done(&mut self, line: &[u8]) -> Option<SseMessage> {
@@ -516,6 +525,14 @@ impl SwapEvent {
 /// assert_eq!(e, SwapEvent::Activity { id: 42 });
 /// ```
 pub fn parse_event(json: &str) -> Result<SwapEvent, Error> {
+    match fast::event(json) {
+        Some(ev) => Ok(ev),
+        None => parse_event_general(json),
+    }
+}
+
+/// [`parse_event`] through a `Value` tree: every event type, every shape, precise errors.
+fn parse_event_general(json: &str) -> Result<SwapEvent, Error> {
     const W: &str = "event envelope";
     let env = parse_json(json, W)?;
     let m = obj(&env, W, "$")?;
@@ -1046,3 +1063,134 @@ pub fn parse_slots(json: &str) -> Result<SlotsSummary, Error> {
 
 #[cfg(test)]
 mod tests;
+
+/// Typed decoding of the events llama-swap sends for every request (`inflight` upserts and
+/// removes, the `activity` id, its `logData` line): no `Value` tree, and the entries' header maps are skipped rather
+/// than built. Anything it does not accept in its plain form (an error, an odd shape, another
+/// event type) is left to the general path, so results and error messages are the same.
+mod fast {
+    use super::{InFlight, InFlightRequest, LogSource, SwapEvent};
+    use crate::time::parse_rfc3339_ms;
+    use serde::Deserialize;
+    use std::borrow::Cow;
+
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(rename = "type", borrow)]
+        ty: Cow<'a, str>,
+        #[serde(borrow)]
+        data: Cow<'a, str>,
+    }
+
+    /// A request id: a string, or an integer written as its decimal digits.
+    struct Id(String);
+
+    impl<'de> Deserialize<'de> for Id {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = Id;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a string or an integer")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Id, E> {
+                    Ok(Id(v.to_owned()))
+                }
+                fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Id, E> {
+                    Ok(Id(v.to_string()))
+                }
+                fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Id, E> {
+                    Ok(Id(v.to_string()))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct Request<'a> {
+        id: Id,
+        #[serde(borrow)]
+        timestamp: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        model: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        req_path: Option<Cow<'a, str>>,
+    }
+
+    impl Request<'_> {
+        fn into_request(self) -> InFlightRequest {
+            InFlightRequest {
+                id: self.id.0,
+                model: self.model.map(Cow::into_owned),
+                req_path: self.req_path.map(Cow::into_owned),
+                started_at: self
+                    .timestamp
+                    .and_then(|t| parse_rfc3339_ms(&t, "timestamp").ok()),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct Inflight<'a> {
+        #[serde(borrow)]
+        operation: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        request: Option<Request<'a>>,
+        #[serde(borrow)]
+        requests: Option<Vec<Request<'a>>>,
+        id: Option<Id>,
+    }
+
+    #[derive(Deserialize)]
+    struct Activity {
+        id: u64,
+    }
+
+    #[derive(Deserialize)]
+    struct Log<'a> {
+        #[serde(borrow)]
+        source: Cow<'a, str>,
+        #[serde(borrow)]
+        data: Option<Cow<'a, str>>,
+    }
+
+    pub(super) fn event(json: &str) -> Option<SwapEvent> {
+        let env: Envelope<'_> = serde_json::from_str(json).ok()?;
+        match &*env.ty {
+            "inflight" => {
+                let d: Inflight<'_> = serde_json::from_str(&env.data).ok()?;
+                let op = match d.operation.as_deref()? {
+                    "upsert" => InFlight::Upsert(d.request?.into_request()),
+                    "remove" => InFlight::Remove(d.id?.0),
+                    "snapshot" => InFlight::Snapshot(
+                        d.requests
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(Request::into_request)
+                            .collect(),
+                    ),
+                    _ => return None,
+                };
+                Some(SwapEvent::InFlight(op))
+            }
+            "activity" => {
+                let a: Activity = serde_json::from_str(&env.data).ok()?;
+                Some(SwapEvent::Activity { id: a.id })
+            }
+            "logData" => {
+                let l: Log<'_> = serde_json::from_str(&env.data).ok()?;
+                let source = match &*l.source {
+                    "proxy" => LogSource::Proxy,
+                    "upstream" => LogSource::Upstream,
+                    _ => return None,
+                };
+                Some(SwapEvent::LogData {
+                    source,
+                    data: l.data.map(Cow::into_owned).unwrap_or_default(),
+                })
+            }
+            _ => None,
+        }
+    }
+}

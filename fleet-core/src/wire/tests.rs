@@ -301,6 +301,43 @@ fn sse_split_at_every_byte_gives_the_same_messages() {
     );
 }
 
+proptest::proptest! {
+    /// However the bytes are cut into chunks, the decoder yields the same messages, with any mix
+    /// of `\n`, `\r\n` and `\r` line ends.
+    #[test]
+    fn sse_messages_do_not_depend_on_chunking(
+        lines in proptest::collection::vec(
+            proptest::prop_oneof![
+                "data:[ -~]{0,12}",
+                "data: \\{\"id\\\":[0-9]{1,3}\\}",
+                "event:[a-z]{0,6}",
+                ": [a-z ]{0,6}",
+                proptest::strategy::Just(String::new()),
+            ],
+            0..24,
+        ),
+        ends in proptest::collection::vec(0..3usize, 24),
+        cuts in proptest::collection::vec(0..64usize, 0..12),
+    ) {
+        let mut stream = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            stream.extend_from_slice(l.as_bytes());
+            stream.extend_from_slice([&b"\n"[..], b"\r\n", b"\r"][ends[i]]);
+        }
+        let whole = SseDecoder::new().push(&stream).unwrap();
+        let mut d = SseDecoder::new();
+        let mut pieces = Vec::new();
+        let mut rest = &stream[..];
+        for c in cuts {
+            let at = c.min(rest.len());
+            pieces.extend(d.push(&rest[..at]).unwrap());
+            rest = &rest[at..];
+        }
+        pieces.extend(d.push(rest).unwrap());
+        prop_assert_eq!(pieces, whole);
+    }
+}
+
 #[test]
 fn sse_oversized_message_is_an_error_and_the_decoder_recovers() {
     let mut d = SseDecoder::with_limit(16);
@@ -444,4 +481,154 @@ fn go_nil_slices_arrive_as_null() {
         parse_event(r#"{"type":"metrics","data":"null"}"#).unwrap(),
         SwapEvent::Metrics(Vec::new())
     );
+}
+
+// ----- the typed fast path for per-request events -----
+
+/// An `/api/events` envelope around `data` (encoded twice, as llama-swap sends it).
+fn envelope(ty: &str, data: &serde_json::Value) -> String {
+    serde_json::json!({"type": ty, "data": data.to_string()}).to_string()
+}
+
+#[test]
+fn per_request_events_take_the_fast_path_and_decode_as_the_general_one() {
+    let headers = serde_json::json!({"Content-Type": "application/json", "Authorization": "[REDACTED]",
+        "X-Boo-Source": "arena", "Accept": ["a", "b"]});
+    let hot = [
+        envelope(
+            "inflight",
+            &serde_json::json!({"operation": "upsert", "request": {"id": "7",
+            "timestamp": "2026-03-01T10:00:00.123456789Z", "model": "qwen", "req_path": "/v1/chat/completions",
+            "method": "POST", "req_headers": headers, "remote_ip": "10.0.0.5", "resp_headers": headers,
+            "resp_bytes": 1234, "elapsed_ms": 850, "metadata": {"k": [1, {"x": null}]}}}),
+        ),
+        envelope(
+            "inflight",
+            &serde_json::json!({"operation": "upsert", "request": {"id": 8}}),
+        ),
+        envelope(
+            "inflight",
+            &serde_json::json!({"operation": "upsert", "request": {"id": "9", "model": null,
+            "timestamp": "not a time"}}),
+        ),
+        envelope(
+            "inflight",
+            &serde_json::json!({"operation": "remove", "id": "7"}),
+        ),
+        envelope(
+            "inflight",
+            &serde_json::json!({"operation": "remove", "id": 7}),
+        ),
+        envelope(
+            "inflight",
+            &serde_json::json!({"operation": "snapshot", "requests": [{"id": "1", "req_headers": headers}, {"id": 2}]}),
+        ),
+        envelope(
+            "inflight",
+            &serde_json::json!({"operation": "snapshot", "requests": null}),
+        ),
+        envelope("activity", &serde_json::json!({"id": 42})),
+        envelope("activity", &serde_json::json!({"id": 43, "extra": "x"})),
+        envelope(
+            "logData",
+            &serde_json::json!({"source": "proxy", "data": "[INFO] Request 127.0.0.1 \"POST /v1/chat/completions\" 200\n"}),
+        ),
+        envelope(
+            "logData",
+            &serde_json::json!({"source": "upstream", "data": "srv  log: é\n"}),
+        ),
+        envelope("logData", &serde_json::json!({"source": "proxy"})),
+    ];
+    for j in &hot {
+        let fast = fast::event(j).unwrap_or_else(|| panic!("not on the fast path: {j}"));
+        assert_eq!(Ok(fast), parse_event_general(j), "{j}");
+        assert_eq!(parse_event(j), parse_event_general(j), "{j}");
+    }
+    // Odd shapes, errors and other types go the general way, with its results and messages.
+    let cold = [
+        envelope(
+            "inflight",
+            &serde_json::json!({"operation": "upsert", "request": null}),
+        ),
+        envelope(
+            "inflight",
+            &serde_json::json!({"operation": "upsert", "request": {"id": "1", "model": 5}}),
+        ),
+        envelope(
+            "inflight",
+            &serde_json::json!({"operation": "remove", "id": 7.5}),
+        ),
+        envelope("inflight", &serde_json::json!({"operation": "rename"})),
+        envelope("inflight", &serde_json::json!({"total": 3})),
+        envelope("inflight", &serde_json::json!({"requests": [{"id": "1"}]})),
+        envelope("activity", &serde_json::json!({"id": -1})),
+        envelope("activity", &serde_json::json!({"id": 4.0})),
+        envelope("activity", &serde_json::json!({})),
+        envelope("profileChanged", &serde_json::json!({"active": "p"})),
+        envelope(
+            "logData",
+            &serde_json::json!({"source": "gpu", "data": "x"}),
+        ),
+        envelope(
+            "logData",
+            &serde_json::json!({"source": "proxy", "data": 5}),
+        ),
+        r#"{"type":"activity","data":{"id":5}}"#.to_string(),
+        r#"{"type":"activity","data":"{\"id\":5}","type":"other"}"#.to_string(),
+        r#"{"type":"inflight","data":"not json"}"#.to_string(),
+        "{}".to_string(),
+    ];
+    for j in &cold {
+        assert_eq!(fast::event(j), None, "{j}");
+        assert_eq!(parse_event(j), parse_event_general(j), "{j}");
+    }
+    assert!(
+        parse_event(&cold[1])
+            .unwrap_err()
+            .to_string()
+            .contains("model")
+    );
+}
+
+use proptest::prelude::*;
+
+proptest::proptest! {
+    /// Whatever mix of optional fields, id types and extra keys an `inflight` upsert carries,
+    /// both paths agree (or the fast one steps aside).
+    #[test]
+    fn fast_and_general_inflight_decoding_agree(
+        id in proptest::prop_oneof![
+            "[0-9a-z\"\\\\]{0,6}".prop_map(serde_json::Value::from),
+            proptest::num::u64::ANY.prop_map(serde_json::Value::from),
+            proptest::num::i64::ANY.prop_map(serde_json::Value::from),
+            proptest::num::f64::NORMAL.prop_map(serde_json::Value::from),
+            proptest::strategy::Just(serde_json::Value::Null),
+        ],
+        model in proptest::option::of("[a-z\u{e9}\"]{0,5}"),
+        ts in proptest::option::of(proptest::prop_oneof![
+            proptest::strategy::Just("2026-03-01T10:00:00.5Z".to_string()),
+            "[0-9TZ:.-]{0,24}",
+        ]),
+        extra in proptest::option::of("[a-z]{1,4}"),
+        op in proptest::prop_oneof![
+            proptest::strategy::Just("upsert"),
+            proptest::strategy::Just("remove"),
+            proptest::strategy::Just("snapshot"),
+        ],
+    ) {
+        let mut req = serde_json::json!({"id": id});
+        if let Some(m) = &model { req["model"] = m.clone().into(); }
+        if let Some(t) = &ts { req["timestamp"] = t.clone().into(); }
+        if let Some(x) = &extra { req[x.as_str()] = serde_json::json!({"h": [x]}); }
+        let data = match op {
+            "upsert" => serde_json::json!({"operation": op, "request": req}),
+            "remove" => serde_json::json!({"operation": op, "id": req["id"].clone()}),
+            _ => serde_json::json!({"operation": op, "requests": [req.clone(), req]}),
+        };
+        let j = envelope("inflight", &data);
+        if let Some(fast) = fast::event(&j) {
+            prop_assert_eq!(Ok(fast), parse_event_general(&j));
+        }
+        prop_assert_eq!(parse_event(&j), parse_event_general(&j));
+    }
 }

@@ -1,4 +1,5 @@
-//! fleet-core stays pure: its normal dependencies are only serde, serde_json and thiserror.
+//! fleet-core stays pure: its normal dependencies are only memchr (byte search in the SSE decoder),
+//! serde, serde_json and thiserror.
 
 #[test]
 fn no_io_runtime_dependencies() {
@@ -12,7 +13,7 @@ fn no_io_runtime_dependencies() {
         .collect();
     assert_eq!(
         deps,
-        ["serde", "serde_json", "thiserror"],
+        ["memchr", "serde", "serde_json", "thiserror"],
         "fleet-core must stay IO-free"
     );
 }
