@@ -873,3 +873,53 @@ async fn gateway_run_serves_control_api_with_admin_token() {
     assert!(e.contains("--allow-unauthenticated-admin"), "{e}");
     drop(tx);
 }
+
+/// On a busy llama-swap host the connector fetches the activity rows its events announce in
+/// batches (one range request per window, not one per request), and every row is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_host_activity_is_fetched_in_batches_and_every_row_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = store(&dir).await;
+    let host = sim("busy", ApiGen::Current).await;
+    let c = ControlConfig {
+        activity_batch: Duration::from_millis(300),
+        ..cfg()
+    };
+    let gw = gateway(
+        c,
+        vec![HostTarget::llama_swap("busy", &host.base_url())],
+        Some(st.clone()),
+    )
+    .await;
+    let w = Watcher::connect(&gw.base).await;
+    w.wait("connected", |v| {
+        liveness(v, "busy") == Some(LivenessState::Connected)
+    })
+    .await;
+    let fetches_before = host.stats().requests("/api/metrics/activity");
+    const N: usize = 48;
+    let url = format!("{}/v1/chat/completions", host.base_url());
+    let body = json!({"model": "alpha", "max_tokens": 2,
+        "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..N / 8 {
+        let json_ct = [("content-type", "application/json")];
+        let calls = (0..8).map(|_| call("POST", &url, &json_ct, Some(body.clone())));
+        for (s, b) in futures::future::join_all(calls).await {
+            assert_eq!(s, 200, "{b}");
+        }
+    }
+    wait_until("every request's activity row stored", || async {
+        host_rows(&st, "busy").await.len() >= N
+    })
+    .await;
+    // Nothing more arrives later, and no row is stored twice.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let rows = host_rows(&st, "busy").await;
+    let ids: std::collections::HashSet<_> = rows.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!((rows.len(), ids.len()), (N, N), "{rows:?}");
+    let fetches = host.stats().requests("/api/metrics/activity") - fetches_before;
+    assert!(
+        fetches <= (N / 4) as u64,
+        "{fetches} activity fetches for {N} requests"
+    );
+}

@@ -772,7 +772,11 @@ impl HeaderKey {
         self.policy == d.policy
             && self.rule == d.rule
             && self.attempts.len() == d.attempts.len()
-            && self.attempts.iter().zip(&d.attempts).all(|(a, b)| a == &b.model)
+            && self
+                .attempts
+                .iter()
+                .zip(&d.attempts)
+                .all(|(a, b)| a == &b.model)
             && self.skipped == d.skipped
     }
 }
@@ -1060,7 +1064,10 @@ mod tests {
         d.skipped[0].1 = boo_routing::SkipReason::ModelError;
         let after = route_header(&d).unwrap();
         assert_ne!(before, after);
-        assert_eq!(after, http::HeaderValue::from_str(&d.header_value()).unwrap());
+        assert_eq!(
+            after,
+            http::HeaderValue::from_str(&d.header_value()).unwrap()
+        );
     }
 
     fn listing(models: &[(&str, &str)]) -> Arc<Inventory> {

@@ -62,6 +62,8 @@ struct Conn {
     last_row: Option<(u64, u64)>,
     /// `/api/performance?after=` watermark (ms).
     perf_wm: Option<u64>,
+    /// Activity ids announced by events and not fetched yet (lowest, highest).
+    announced: Option<(u64, u64)>,
 }
 
 impl Conn {
@@ -180,10 +182,20 @@ impl Conn {
     }
 
     async fn fetch_pages(&self, min_id: u64) -> Result<Vec<ActivityEntry>, String> {
+        self.fetch_range(min_id, None).await
+    }
+
+    /// Activity rows with ids from `min_id` (to `max_id`), oldest first, page by page.
+    async fn fetch_range(
+        &self,
+        min_id: u64,
+        max_id: Option<u64>,
+    ) -> Result<Vec<ActivityEntry>, String> {
         let mut out = Vec::new();
+        let max = max_id.map(|m| format!("&max_id={m}")).unwrap_or_default();
         for page in 1..=100u32 {
             let path = format!(
-                "/api/metrics/activity?min_id={}&sort=id&order=asc&limit=999&page={page}",
+                "/api/metrics/activity?min_id={}{max}&sort=id&order=asc&limit=999&page={page}",
                 min_id.max(1)
             );
             let a = self.get(&path).await?;
@@ -262,22 +274,31 @@ impl Conn {
             }
             SwapEvent::LogData { source, data } => self.ctx.hub.push_log(&p, source, &data),
             SwapEvent::Metrics(entries) => self.store_activity(entries, false).await,
+            // Fetched by the session loop, several at a time when they come fast
+            // (`fetch_announced`).
             SwapEvent::Activity { id } => {
-                let path = format!("/api/metrics/activity?min_id={id}&max_id={id}");
-                match self.get(&path).await {
-                    Ok(a) if a.status == 200 => match parse_activity_list(a.text()) {
-                        Ok(rows) => self.store_activity(rows, false).await,
-                        Err(e) => tracing::debug!(provider = %p, error = %e, "bad activity row"),
-                    },
-                    Ok(a) => tracing::debug!(provider = %p, status = a.status, "activity fetch"),
-                    Err(e) => tracing::debug!(provider = %p, error = %e, "activity fetch"),
-                }
+                self.announced = Some(match self.announced {
+                    Some((lo, hi)) => (lo.min(id), hi.max(id)),
+                    None => (id, id),
+                });
             }
             SwapEvent::InFlight(i) => {
                 let n = inflight.apply(&i);
                 self.ctx.hub.apply_one(|f| f.set_in_flight(&p, n));
             }
             _ => {}
+        }
+    }
+
+    /// Fetches and stores the activity rows announced since the last fetch.
+    async fn fetch_announced(&mut self) {
+        let Some((lo, hi)) = self.announced.take() else {
+            return;
+        };
+        match self.fetch_range(lo, Some(hi)).await {
+            Ok(rows) => self.store_activity(rows, false).await,
+            // Not lost: the next session's reconcile starts from the newest stored row.
+            Err(e) => tracing::debug!(provider = %self.provider(), error = %e, "activity fetch"),
         }
     }
 
@@ -313,8 +334,25 @@ impl Conn {
         let mut perf_tick = tokio::time::interval(self.ctx.cfg.perf_interval);
         perf_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let quiet = self.ctx.cfg.quiet_probe_after;
+        // When the announced activity rows are fetched: at once after a quiet spell (a lone
+        // request's row is stored as promptly as ever), else one batch window after the last
+        // fetch, so a busy host costs at most one range request per window.
+        let mut fetch_at: Option<tokio::time::Instant> = None;
+        let mut last_fetch: Option<tokio::time::Instant> = None;
         loop {
+            if self.announced.is_some() && fetch_at.is_none() {
+                let now = tokio::time::Instant::now();
+                fetch_at = Some(match last_fetch {
+                    Some(t) => (t + self.ctx.cfg.activity_batch).max(now),
+                    None => now,
+                });
+            }
             tokio::select! {
+                () = async { tokio::time::sleep_until(fetch_at.unwrap_or_else(tokio::time::Instant::now)).await }, if fetch_at.is_some() => {
+                    fetch_at = None;
+                    last_fetch = Some(tokio::time::Instant::now());
+                    self.fetch_announced().await;
+                }
                 frame = tokio::time::timeout(quiet, body.frame()) => {
                     let frame = match frame {
                         Err(_) => {
@@ -416,6 +454,7 @@ pub(crate) async fn run(ctx: HostCtx, seed: u64) {
         dedup: Dedup::new(16_384),
         last_row: None,
         perf_wm,
+        announced: None,
     };
     match c.ctx.target.kind {
         HostKind::LlamaSwap => loop {

@@ -157,6 +157,11 @@ pub struct ControlConfig {
     pub server_poll_interval: Duration,
     /// Probe `/health` when the event stream was silent this long (default 60 s).
     pub quiet_probe_after: Duration,
+    /// Activity rows announced by `activity` events: a row announced after a quiet spell is
+    /// fetched at once, later ones together at most once per this window (default 100 ms), so
+    /// a busy host costs one `/api/metrics/activity` range request per window instead of one
+    /// per proxied request.
+    pub activity_batch: Duration,
     /// Timeout of every non-streaming host request and of opening the event stream (default 5 s).
     pub request_timeout: Duration,
     /// Heartbeat comment interval on SSE streams (default 15 s).
@@ -176,6 +181,7 @@ impl Default for ControlConfig {
             perf_interval: Duration::from_secs(5),
             server_poll_interval: Duration::from_secs(5),
             quiet_probe_after: Duration::from_secs(60),
+            activity_batch: Duration::from_millis(100),
             request_timeout: Duration::from_secs(5),
             heartbeat: Duration::from_secs(15),
             admin_token: None,
