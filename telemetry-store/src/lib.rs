@@ -61,6 +61,7 @@
 //! ```
 
 mod bench;
+mod chunks;
 mod error;
 mod records;
 mod store;

@@ -15,19 +15,10 @@ use sqlx::sqlite::SqliteArguments;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Arguments as _, QueryBuilder, Row, Sqlite, SqlitePool};
 
+use crate::chunks::{REQUEST_CHUNKS, fixed_chunks, statement_chunks};
 use crate::error::Result;
 use crate::records::*;
 use crate::store::*;
-
-/// Rows per multi-VALUES statement (20 columns × 1000 stays under SQLite's 32766 bind limit).
-const CHUNK: usize = 1000;
-
-/// Statement sizes (rows) a request batch is cut into. A multi-VALUES INSERT's SQL text
-/// depends on its row count, and sqlx caches prepared statements by text: batches of every
-/// size made SQLite parse a new 20 000-parameter statement per flush (a fifth of the
-/// gateway's instructions with telemetry on). Cutting batches into these sizes keeps five
-/// statements, each prepared once per connection.
-const REQUEST_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 
 /// The `requests` INSERT for `rows` rows (one of [`REQUEST_CHUNKS`]), built once.
 fn request_insert_sql(rows: usize) -> &'static str {
@@ -82,18 +73,6 @@ fn bind_request<'q>(
     a.add(r.stream)?;
     a.add(r.route.as_ref().map(JsonText::as_str))?;
     Ok(())
-}
-
-/// Cuts `n` rows into [`REQUEST_CHUNKS`]-sized pieces, largest first.
-fn fixed_chunks(mut n: usize) -> Vec<usize> {
-    let mut out = Vec::new();
-    for size in REQUEST_CHUNKS {
-        while n >= size {
-            out.push(size);
-            n -= size;
-        }
-    }
-    out
 }
 
 /// The SQLite store.
@@ -377,7 +356,7 @@ impl Store for SqliteStore {
         }
         let mut tx = self.pool.begin().await?;
         let mut n = 0;
-        for chunk in rows.chunks(CHUNK) {
+        for chunk in statement_chunks(rows) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO host_activity (provider_id, upstream_id, ts, model, path, status, \
                  duration_ms, prompt_tokens, cached_tokens, completion_tokens, prompt_tps, gen_tps, \
@@ -411,7 +390,7 @@ impl Store for SqliteStore {
         }
         let mut tx = self.pool.begin().await?;
         let mut n = 0;
-        for chunk in rows.chunks(CHUNK) {
+        for chunk in statement_chunks(rows) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO perf_samples (provider_id, ts, gpu, sys) ",
             );
@@ -434,7 +413,7 @@ impl Store for SqliteStore {
         }
         let mut tx = self.pool.begin().await?;
         let mut n = 0;
-        for chunk in rows.chunks(CHUNK) {
+        for chunk in statement_chunks(rows) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO model_events (provider_id, model, state, ts, detail) ",
             );
@@ -825,7 +804,7 @@ impl Store for SqliteStore {
         }
         let mut tx = self.pool.begin().await?;
         let mut n = 0;
-        for chunk in rows.chunks(CHUNK) {
+        for chunk in statement_chunks(rows) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO perf_rollup_5m (provider_id, bucket, samples, gpu_agg, sys_agg) ",
             );

@@ -10,9 +10,6 @@ use super::*;
 use crate::postgres::PgStore;
 use crate::store::clamp_limit;
 
-/// Rows per multi-VALUES statement (9 columns × 1000 stays under the 65535 bind limit).
-const CHUNK: usize = 1000;
-
 fn run_row(r: &PgRow) -> Result<BenchRunRow> {
     let reasons: serde_json::Value = r.try_get("pollution_reasons")?;
     Ok(BenchRunRow {
@@ -207,7 +204,7 @@ impl BenchStore for PgStore {
         }
         let mut tx = self.pool().begin().await?;
         let mut n = 0;
-        for chunk in rows.chunks(CHUNK) {
+        for chunk in crate::chunks::statement_chunks(rows) {
             let mut qb = QueryBuilder::<Postgres>::new(
                 "INSERT INTO bench_samples (run_id, target, cell_key, seq, ok, ttft_ms, e2e_ms, \
                  output_tokens, data) ",

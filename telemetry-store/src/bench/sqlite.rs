@@ -11,9 +11,6 @@ use super::*;
 use crate::sqlite::SqliteStore;
 use crate::store::clamp_limit;
 
-/// Rows per multi-VALUES statement (9 columns × 1000 stays under the bind limit).
-const CHUNK: usize = 1000;
-
 fn us(ts: DateTime<Utc>) -> i64 {
     ts.timestamp_micros()
 }
@@ -218,7 +215,7 @@ impl BenchStore for SqliteStore {
         }
         let mut tx = self.pool().begin().await?;
         let mut n = 0;
-        for chunk in rows.chunks(CHUNK) {
+        for chunk in crate::chunks::statement_chunks(rows) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO bench_samples (run_id, target, cell_key, seq, ok, ttft_ms, e2e_ms, \
                  output_tokens, data) ",
