@@ -216,7 +216,12 @@ async fn activity_reingestion_is_idempotent(h: Harness) {
     // a request is keyed by (ts, request_id) (migration 0005): two requests that reused one
     // client-chosen x-request-id at different times are both kept, each once
     let reused = req("dup", 2, "beta", Some("arena"));
-    assert_eq!(s.insert_requests(std::slice::from_ref(&reused)).await.unwrap(), 1);
+    assert_eq!(
+        s.insert_requests(std::slice::from_ref(&reused))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(s.insert_requests(&[reused]).await.unwrap(), 0);
     let dups: Vec<_> = all_feed(s, &FeedFilter::default(), 100)
         .await

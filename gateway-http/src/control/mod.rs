@@ -5,6 +5,9 @@
 //! State lives in `boo_fleet_core::FleetState` (pure); this module does the IO: one tokio task
 //! per enabled host ([`HostKind::LlamaSwap`] follows `/api/events`, [`HostKind::LlamaServer`]
 //! polls `/health`, `/props`, `/slots`), one action executor per host, and the HTTP handlers.
+//! A llama-swap host announces each finished request's activity row by id; the connector
+//! fetches a lone row at once and, on a busy host, all rows announced within
+//! [`ControlConfig::activity_batch`] as one id range.
 //! Cloud providers are not followed (probing them would cost tokens).
 //!
 //! ```no_run
