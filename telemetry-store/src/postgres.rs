@@ -237,7 +237,8 @@ impl Store for PgStore {
     async fn insert_requests(&self, rows: &[RequestRecord]) -> Result<u64> {
         let mut tx = self.begin_async_commit().await?;
         let mut n = 0;
-        let rows = sorted_by(rows, |r| (r.request_id.as_str(),));
+        // The unique key is (ts, request_id) since migration 0005.
+        let rows = sorted_by(rows, |r| (r.ts, r.request_id.as_str()));
         for c in rows.chunks(CHUNK) {
             n += sqlx::query(
                 "INSERT INTO requests (request_id, ts, provider_id, model, wire_model, source, path, \
