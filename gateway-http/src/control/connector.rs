@@ -277,10 +277,7 @@ impl Conn {
             // Fetched by the session loop, several at a time when they come fast
             // (`fetch_announced`).
             SwapEvent::Activity { id } => {
-                self.announced = Some(match self.announced {
-                    Some((lo, hi)) => (lo.min(id), hi.max(id)),
-                    None => (id, id),
-                });
+                self.announce(id, id);
             }
             SwapEvent::InFlight(i) => {
                 let n = inflight.apply(&i);
@@ -290,15 +287,26 @@ impl Conn {
         }
     }
 
-    /// Fetches and stores the activity rows announced since the last fetch.
+    /// Adds ids `lo..=hi` to the announced range.
+    fn announce(&mut self, lo: u64, hi: u64) {
+        self.announced = Some(match self.announced {
+            Some((l, h)) => (l.min(lo), h.max(hi)),
+            None => (lo, hi),
+        });
+    }
+
+    /// Fetches and stores the activity rows announced since the last fetch. A failed fetch
+    /// keeps its range for the next window (rows stored twice are dropped by the dedup).
     async fn fetch_announced(&mut self) {
         let Some((lo, hi)) = self.announced.take() else {
             return;
         };
         match self.fetch_range(lo, Some(hi)).await {
             Ok(rows) => self.store_activity(rows, false).await,
-            // Not lost: the next session's reconcile starts from the newest stored row.
-            Err(e) => tracing::debug!(provider = %self.provider(), error = %e, "activity fetch"),
+            Err(e) => {
+                tracing::debug!(provider = %self.provider(), error = %e, "activity fetch");
+                self.announce(lo, hi);
+            }
         }
     }
 
