@@ -20,6 +20,7 @@ struct Config {
     slow_events: Option<Duration>,
     event_buffer: Option<usize>,
     failing_loads: HashSet<String>,
+    activity_api_fails: bool,
 }
 
 impl Config {
@@ -98,6 +99,10 @@ impl FaultState {
             .lock()
             .map(|c| c.failing_loads.contains(model))
             .unwrap_or(false)
+    }
+
+    pub(crate) fn activity_api_fails(&self) -> bool {
+        self.cfg.lock().map(|c| c.activity_api_fails).unwrap_or(false)
     }
 
     pub(crate) fn slow_events(&self) -> Option<Duration> {
@@ -209,6 +214,12 @@ impl Faults {
                 c.failing_loads.remove(&model);
             }
         });
+    }
+
+    /// `GET /api/metrics/activity` answers 500 while set (the rows are kept and served again
+    /// once cleared).
+    pub fn fail_activity_api(&self, fail: bool) {
+        self.host.faults.update(|c| c.activity_api_fails = fail);
     }
 
     /// Events dropped because a subscriber's buffer was full.

@@ -64,7 +64,8 @@
 //! Other faults: [`Faults::restart`] (activity ids, ring, captures and inflight ids reset),
 //! [`Faults::hang`] / [`Faults::hang_for`] (no first byte), [`Faults::cut_stream_after`],
 //! [`Faults::stall_stream`], [`Faults::slow_events`] with [`Faults::set_event_buffer`] (events
-//! dropped on overflow), and [`Faults::fail_load`] (500 `unspecific error`).
+//! dropped on overflow), [`Faults::fail_load`] (500 `unspecific error`) and
+//! [`Faults::fail_activity_api`] (`/api/metrics/activity` answers 500).
 //!
 //! # Fleets
 //!

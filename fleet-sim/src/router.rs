@@ -308,6 +308,9 @@ async fn swap_route(ctx: Ctx) -> Response<SimBody> {
             resp(200, JSON_GO, wire::to_bytes(&rows))
         }
         (&Method::GET, "/api/metrics/activity") if ver.activity_api() => {
+            if host.faults.activity_api_fails() {
+                return swap_err(&ctx, 500, "activity store unavailable");
+            }
             let q = host
                 .activity
                 .lock()

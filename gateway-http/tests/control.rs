@@ -923,3 +923,52 @@ async fn busy_host_activity_is_fetched_in_batches_and_every_row_is_stored() {
         "{fetches} activity fetches for {N} requests"
     );
 }
+
+/// A failed activity fetch keeps its id range: rows announced while the host's activity API
+/// answers 500 are stored once it recovers, with no new request needed to trigger it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_rows_announced_during_an_activity_api_outage_are_stored_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = store(&dir).await;
+    let host = sim("flaky", ApiGen::Current).await;
+    let c = ControlConfig {
+        activity_batch: Duration::from_millis(50),
+        ..cfg()
+    };
+    let gw = gateway(
+        c,
+        vec![HostTarget::llama_swap("flaky", &host.base_url())],
+        Some(st.clone()),
+    )
+    .await;
+    let w = Watcher::connect(&gw.base).await;
+    w.wait("connected", |v| {
+        liveness(v, "flaky") == Some(LivenessState::Connected)
+    })
+    .await;
+    let fetches_before = host.stats().requests("/api/metrics/activity");
+    host.faults().fail_activity_api(true);
+    let url = format!("{}/v1/chat/completions", host.base_url());
+    let body = json!({"model": "alpha", "max_tokens": 2,
+        "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..5 {
+        let (s, b) = call(
+            "POST",
+            &url,
+            &[("content-type", "application/json")],
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    wait_until("activity fetches that fail", || async {
+        host.stats().requests("/api/metrics/activity") >= fetches_before + 2
+    })
+    .await;
+    assert!(host_rows(&st, "flaky").await.is_empty());
+    host.faults().fail_activity_api(false);
+    wait_until("the five rows stored after the outage", || async {
+        host_rows(&st, "flaky").await.len() == 5
+    })
+    .await;
+}
