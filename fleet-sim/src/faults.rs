@@ -102,7 +102,10 @@ impl FaultState {
     }
 
     pub(crate) fn activity_api_fails(&self) -> bool {
-        self.cfg.lock().map(|c| c.activity_api_fails).unwrap_or(false)
+        self.cfg
+            .lock()
+            .map(|c| c.activity_api_fails)
+            .unwrap_or(false)
     }
 
     pub(crate) fn slow_events(&self) -> Option<Duration> {
