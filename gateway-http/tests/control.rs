@@ -874,40 +874,55 @@ async fn gateway_run_serves_control_api_with_admin_token() {
     drop(tx);
 }
 
-/// On a busy llama-swap host the connector fetches the activity rows its events announce in
-/// batches (one range request per window, not one per request), and every row is stored once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn busy_host_activity_is_fetched_in_batches_and_every_row_is_stored() {
+/// A current llama-swap sim `id` followed by a gateway (activity fetched per `batch` window)
+/// with a SQLite store, once the host shows as connected.
+async fn followed_host(
+    id: &str,
+    batch: Duration,
+) -> (tempfile::TempDir, Arc<dyn Store>, SimHost, Running) {
     let dir = tempfile::tempdir().unwrap();
     let st = store(&dir).await;
-    let host = sim("busy", ApiGen::Current).await;
+    let host = sim(id, ApiGen::Current).await;
     let c = ControlConfig {
-        activity_batch: Duration::from_millis(300),
+        activity_batch: batch,
         ..cfg()
     };
     let gw = gateway(
         c,
-        vec![HostTarget::llama_swap("busy", &host.base_url())],
+        vec![HostTarget::llama_swap(id, &host.base_url())],
         Some(st.clone()),
     )
     .await;
     let w = Watcher::connect(&gw.base).await;
     w.wait("connected", |v| {
-        liveness(v, "busy") == Some(LivenessState::Connected)
+        liveness(v, id) == Some(LivenessState::Connected)
     })
     .await;
-    let fetches_before = host.stats().requests("/api/metrics/activity");
-    const N: usize = 48;
+    (dir, st, host, gw)
+}
+
+/// `n` small chat completions straight to `host`, `at_once` at a time; each must succeed.
+async fn chats(host: &SimHost, n: usize, at_once: usize) {
     let url = format!("{}/v1/chat/completions", host.base_url());
     let body = json!({"model": "alpha", "max_tokens": 2,
         "messages": [{"role": "user", "content": "hi"}]});
-    for _ in 0..N / 8 {
-        let json_ct = [("content-type", "application/json")];
-        let calls = (0..8).map(|_| call("POST", &url, &json_ct, Some(body.clone())));
+    let json_ct = [("content-type", "application/json")];
+    for _ in 0..n / at_once {
+        let calls = (0..at_once).map(|_| call("POST", &url, &json_ct, Some(body.clone())));
         for (s, b) in futures::future::join_all(calls).await {
             assert_eq!(s, 200, "{b}");
         }
     }
+}
+
+/// On a busy llama-swap host the connector fetches the activity rows its events announce in
+/// batches (one range request per window, not one per request), and every row is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_host_activity_is_fetched_in_batches_and_every_row_is_stored() {
+    let (_dir, st, host, _gw) = followed_host("busy", Duration::from_millis(300)).await;
+    let fetches_before = host.stats().requests("/api/metrics/activity");
+    const N: usize = 48;
+    chats(&host, N, 8).await;
     wait_until("every request's activity row stored", || async {
         host_rows(&st, "busy").await.len() >= N
     })
@@ -928,39 +943,10 @@ async fn busy_host_activity_is_fetched_in_batches_and_every_row_is_stored() {
 /// answers 500 are stored once it recovers, with no new request needed to trigger it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activity_rows_announced_during_an_activity_api_outage_are_stored_after_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let st = store(&dir).await;
-    let host = sim("flaky", ApiGen::Current).await;
-    let c = ControlConfig {
-        activity_batch: Duration::from_millis(50),
-        ..cfg()
-    };
-    let gw = gateway(
-        c,
-        vec![HostTarget::llama_swap("flaky", &host.base_url())],
-        Some(st.clone()),
-    )
-    .await;
-    let w = Watcher::connect(&gw.base).await;
-    w.wait("connected", |v| {
-        liveness(v, "flaky") == Some(LivenessState::Connected)
-    })
-    .await;
+    let (_dir, st, host, _gw) = followed_host("flaky", Duration::from_millis(50)).await;
     let fetches_before = host.stats().requests("/api/metrics/activity");
     host.faults().fail_activity_api(true);
-    let url = format!("{}/v1/chat/completions", host.base_url());
-    let body = json!({"model": "alpha", "max_tokens": 2,
-        "messages": [{"role": "user", "content": "hi"}]});
-    for _ in 0..5 {
-        let (s, b) = call(
-            "POST",
-            &url,
-            &[("content-type", "application/json")],
-            Some(body.clone()),
-        )
-        .await;
-        assert_eq!(s, 200, "{b}");
-    }
+    chats(&host, 5, 1).await;
     wait_until("activity fetches that fail", || async {
         host.stats().requests("/api/metrics/activity") >= fetches_before + 2
     })

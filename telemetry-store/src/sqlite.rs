@@ -15,7 +15,7 @@ use sqlx::sqlite::SqliteArguments;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Arguments as _, QueryBuilder, Row, Sqlite, SqlitePool};
 
-use crate::chunks::{REQUEST_CHUNKS, fixed_chunks, statement_chunks};
+use crate::chunks::{REQUEST_CHUNKS, statement_chunks};
 use crate::error::Result;
 use crate::records::*;
 use crate::store::*;
@@ -322,22 +322,19 @@ impl Store for SqliteStore {
         // A batch that fits one statement runs without BEGIN/COMMIT: a single statement is
         // atomic on its own, and inside an explicit transaction SQLite would also write a
         // statement journal for every multi-row INSERT (kept in memory: `temp_store`).
-        let sizes = fixed_chunks(rows.len());
-        let mut tx = if sizes.len() > 1 {
+        let chunks: Vec<&[RequestRecord]> = statement_chunks(rows).collect();
+        let mut tx = if chunks.len() > 1 {
             Some(self.pool.begin().await?)
         } else {
             None
         };
         let mut n = 0;
-        let mut at = 0;
-        for size in sizes {
-            let chunk = &rows[at..at + size];
-            at += size;
+        for chunk in chunks {
             let mut args = SqliteArguments::default();
             for r in chunk {
                 bind_request(&mut args, r).map_err(sqlx::Error::Encode)?;
             }
-            let q = sqlx::query_with(request_insert_sql(size), args);
+            let q = sqlx::query_with(request_insert_sql(chunk.len()), args);
             n += match tx.as_mut() {
                 Some(tx) => q.execute(&mut **tx).await?,
                 None => q.execute(&self.pool).await?,
@@ -951,6 +948,7 @@ pub(crate) fn page(rows: Vec<FeedRow>, limit: i64) -> FeedPage {
 #[cfg(test)]
 mod chunk_tests {
     use super::*;
+    use crate::chunks::fixed_chunks;
 
     #[test]
     fn batches_are_cut_into_a_few_fixed_statement_sizes() {

@@ -356,7 +356,7 @@ impl Conn {
                 });
             }
             tokio::select! {
-                () = async { tokio::time::sleep_until(fetch_at.unwrap_or_else(tokio::time::Instant::now)).await }, if fetch_at.is_some() => {
+                () = tokio::time::sleep_until(fetch_at.unwrap_or_else(tokio::time::Instant::now)), if fetch_at.is_some() => {
                     fetch_at = None;
                     last_fetch = Some(tokio::time::Instant::now());
                     self.fetch_announced().await;
