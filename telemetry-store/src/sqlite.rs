@@ -78,7 +78,11 @@ fn bind_request<'q>(
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Reads (and rare writes such as settings).
     pool: SqlitePool,
+    /// The one connection every bulk write and retention delete goes through (see
+    /// [`SqliteStore::open_with_nice`]); the same pool as `pool` for an in-memory database.
+    writer: SqlitePool,
     retention_busy: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -196,22 +200,36 @@ impl SqliteStore {
         // Each connection to an in-memory database is a different database: use one.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let nice = nice.clamp(0, 19);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(if in_memory { 1 } else { 4 })
-            // Runs after each new connection (its worker thread exists by then).
-            .after_connect(move |_conn, _meta| {
-                Box::pin(async move {
-                    if nice > 0 {
-                        renice_workers(nice);
-                    }
-                    Ok(())
+        let pool_options = |max: u32| {
+            SqlitePoolOptions::new()
+                .max_connections(max)
+                // Runs after each new connection (its worker thread exists by then).
+                .after_connect(move |_conn, _meta| {
+                    Box::pin(async move {
+                        if nice > 0 {
+                            renice_workers(nice);
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .connect_with(opts)
+        };
+        let pool = pool_options(if in_memory { 1 } else { 4 })
+            .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        // SQLite has one writer at a time anyway. Giving the writes one connection of their own
+        // keeps its page cache valid between batches (a connection drops its whole cache when
+        // another connection wrote since its last transaction), holds the bulk INSERT
+        // statements' prepared programs once instead of once per pooled connection, and lets
+        // concurrent writers queue on the pool instead of in SQLite's sleeping busy handler.
+        let writer = if in_memory {
+            pool.clone()
+        } else {
+            pool_options(1).connect_with(opts).await?
+        };
         Ok(Self {
             pool,
+            writer,
             retention_busy: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
@@ -219,6 +237,12 @@ impl SqliteStore {
     /// The underlying pool (for ad-hoc queries in tools and tests).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The single-connection pool that bulk writes and retention deletes go through (the
+    /// same pool as [`pool`](Self::pool) for an in-memory database).
+    pub fn writer(&self) -> &SqlitePool {
+        &self.writer
     }
 }
 
@@ -324,7 +348,7 @@ impl Store for SqliteStore {
         // statement journal for every multi-row INSERT (kept in memory: `temp_store`).
         let chunks: Vec<&[RequestRecord]> = statement_chunks(rows).collect();
         let mut tx = if chunks.len() > 1 {
-            Some(self.pool.begin().await?)
+            Some(self.writer.begin().await?)
         } else {
             None
         };
@@ -337,7 +361,7 @@ impl Store for SqliteStore {
             let q = sqlx::query_with(request_insert_sql(chunk.len()), args);
             n += match tx.as_mut() {
                 Some(tx) => q.execute(&mut **tx).await?,
-                None => q.execute(&self.pool).await?,
+                None => q.execute(&self.writer).await?,
             }
             .rows_affected();
         }
@@ -351,7 +375,7 @@ impl Store for SqliteStore {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut n = 0;
         for chunk in statement_chunks(rows) {
             let mut qb = QueryBuilder::<Sqlite>::new(
@@ -385,7 +409,7 @@ impl Store for SqliteStore {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut n = 0;
         for chunk in statement_chunks(rows) {
             let mut qb = QueryBuilder::<Sqlite>::new(
@@ -408,7 +432,7 @@ impl Store for SqliteStore {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut n = 0;
         for chunk in statement_chunks(rows) {
             let mut qb = QueryBuilder::<Sqlite>::new(
@@ -799,7 +823,7 @@ impl Store for SqliteStore {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut n = 0;
         for chunk in statement_chunks(rows) {
             let mut qb = QueryBuilder::<Sqlite>::new(
@@ -845,7 +869,7 @@ impl Store for SqliteStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let n = sqlx::query(
             "DELETE FROM perf_samples WHERE provider_id = ?1 AND ts >= ?2 AND ts < ?3 \
              AND EXISTS (SELECT 1 FROM perf_rollup_5m r WHERE r.provider_id = ?1 \
@@ -865,7 +889,7 @@ impl Store for SqliteStore {
         Ok(sqlx::query("DELETE FROM requests WHERE ts >= ? AND ts < ?")
             .bind(us(from))
             .bind(us(to))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected())
     }
@@ -875,7 +899,7 @@ impl Store for SqliteStore {
             sqlx::query("DELETE FROM host_activity WHERE ts >= ? AND ts < ?")
                 .bind(us(from))
                 .bind(us(to))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected(),
         )
@@ -888,7 +912,7 @@ impl Store for SqliteStore {
              WHERE running > ?)",
         )
         .bind(budget_bytes)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected())
     }
@@ -927,6 +951,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }

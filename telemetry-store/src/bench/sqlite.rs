@@ -109,7 +109,7 @@ impl BenchStore for SqliteStore {
     }
 
     async fn insert_bench_run(&self, run: &BenchRunRow) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writer().begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO bench_runs (id, suite, suite_hash, status, started_at, finished_at, \
              polluted, pollution_reasons, concurrent_foreign_requests, error, summary) \
@@ -154,7 +154,7 @@ impl BenchStore for SqliteStore {
     }
 
     async fn update_bench_run(&self, run: &BenchRunRow) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writer().begin().await?;
         let n = sqlx::query(
             "UPDATE bench_runs SET status = ?, finished_at = ?, polluted = ?, \
              pollution_reasons = ?, concurrent_foreign_requests = ?, error = ?, summary = ? \
@@ -187,7 +187,7 @@ impl BenchStore for SqliteStore {
     }
 
     async fn put_bench_cells(&self, cells: &[BenchCellRow]) -> Result<u64> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writer().begin().await?;
         let mut n = 0;
         for c in cells {
             n += sqlx::query(
@@ -213,7 +213,7 @@ impl BenchStore for SqliteStore {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.writer().begin().await?;
         let mut n = 0;
         for chunk in crate::chunks::statement_chunks(rows) {
             let mut qb = QueryBuilder::<Sqlite>::new(
