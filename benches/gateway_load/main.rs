@@ -42,12 +42,12 @@ struct Args {
     /// Warm-up seconds per cell, not measured (default 2, quick 0.5).
     #[arg(long)]
     warmup: Option<f64>,
-    /// Concurrency levels for the non-streaming cells.
+    /// Concurrency levels for the non-streaming cells (`0` alone skips them).
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     concurrency: Vec<usize>,
-    /// Splits each non-streaming cell into this many rounds of `duration / rounds` (each with
-    /// its own warm-up) and runs every path once per round, so a drift in the machine's load
-    /// reaches all paths alike; a cell's figures come from its merged rounds.
+    /// Splits each cell into this many rounds of `duration / rounds` (each with its own
+    /// warm-up) and runs every path once per round, so a drift in the machine's load reaches
+    /// all paths alike; a cell's figures come from its merged rounds.
     #[arg(long, default_value_t = 1)]
     rounds: u32,
     /// Concurrency levels of the streaming cells (c=1 shows the pure added TTFT, c=64 the
@@ -385,71 +385,58 @@ fn run(args: &Args, work_dir: &Path) -> anyhow::Result<()> {
         }
     }
 
-    // ---- non-streaming cells (in `--rounds` interleaved rounds), then the streaming cell
+    // ---- every cell in `--rounds` interleaved rounds: non-streaming, then streaming
     let rounds = args.rounds.max(1);
-    let mut rows: Vec<Row> = Vec::new();
-    for round in 0..rounds {
-        let mut i = 0;
-        for u in &upstreams {
-            for &c in &args.concurrency {
-                for (path, addr, model) in paths_for(u, &args.paths, gateway.map(|g| g.0)) {
-                    let cell = load::Cell {
-                        addr,
-                        path: "/v1/chat/completions".into(),
-                        body: tiny_body(&model),
-                        concurrency: c,
-                        warmup,
-                        duration: duration / rounds,
-                        stream: false,
-                        cpu_pid: matches!(path, PathKind::Gateway | PathKind::Auto)
-                            .then(|| gateway.map(|g| g.1))
-                            .flatten(),
-                    };
-                    let stats = load::run_cell(&cell);
-                    if round == 0 {
-                        rows.push(Row {
-                            upstream: u.name,
-                            load: "tiny".into(),
-                            path,
-                            concurrency: c,
-                            stats,
-                        });
-                    } else {
-                        rows[i].stats.merge(stats);
-                    }
-                    if round + 1 == rounds {
-                        print_progress(u.name, "tiny", path, c, &rows[i].stats);
-                    }
-                    i += 1;
-                }
+    let stream_load = format!("stream {}", args.stream_tokens);
+    let mut specs: Vec<(&Upstream, PathKind, SocketAddr, String, usize, bool)> = Vec::new();
+    for u in &upstreams {
+        for &c in args.concurrency.iter().filter(|&&c| c > 0) {
+            for (path, addr, model) in paths_for(u, &args.paths, gateway.map(|g| g.0)) {
+                specs.push((u, path, addr, model, c, false));
             }
         }
     }
-    let stream_load = format!("stream {}", args.stream_tokens);
     for &c in args.stream_concurrency.iter().filter(|&&c| c > 0) {
         for u in upstreams.iter().filter(|u| u.streams) {
             for (path, addr, model) in paths_for(u, &args.paths, gateway.map(|g| g.0)) {
-                let cell = load::Cell {
-                    addr,
-                    path: "/v1/chat/completions".into(),
-                    body: stream_body(&model, args.stream_tokens),
-                    concurrency: c,
-                    warmup,
-                    duration,
-                    stream: true,
-                    cpu_pid: matches!(path, PathKind::Gateway | PathKind::Auto)
-                        .then(|| gateway.map(|g| g.1))
-                        .flatten(),
-                };
-                let stats = load::run_cell(&cell);
-                print_progress(u.name, &stream_load, path, c, &stats);
+                specs.push((u, path, addr, model, c, true));
+            }
+        }
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    for round in 0..rounds {
+        for (i, (u, path, addr, model, c, stream)) in specs.iter().enumerate() {
+            let (load, body) = if *stream {
+                (stream_load.clone(), stream_body(model, args.stream_tokens))
+            } else {
+                ("tiny".to_string(), tiny_body(model))
+            };
+            let cell = load::Cell {
+                addr: *addr,
+                path: "/v1/chat/completions".into(),
+                body,
+                concurrency: *c,
+                warmup,
+                duration: duration / rounds,
+                stream: *stream,
+                cpu_pid: matches!(path, PathKind::Gateway | PathKind::Auto)
+                    .then(|| gateway.map(|g| g.1))
+                    .flatten(),
+            };
+            let stats = load::run_cell(&cell);
+            if round == 0 {
                 rows.push(Row {
                     upstream: u.name,
-                    load: stream_load.clone(),
-                    path,
-                    concurrency: c,
+                    load,
+                    path: *path,
+                    concurrency: *c,
                     stats,
                 });
+            } else {
+                rows[i].stats.merge(stats);
+            }
+            if round + 1 == rounds {
+                print_progress(u.name, &rows[i].load, *path, *c, &rows[i].stats);
             }
         }
     }
