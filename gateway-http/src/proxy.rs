@@ -99,6 +99,23 @@ fn is_hop_by_hop(k: &HeaderName) -> bool {
         || k == header::UPGRADE
 }
 
+/// Removes the hop-by-hop headers from `h`, those a `Connection` header names included (a
+/// no-op without any, which is the common case).
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
+    let has_conn = h.contains_key(header::CONNECTION);
+    let names: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| is_hop_by_hop(k) || (has_conn && connection_listed(h, k)))
+        .cloned()
+        .collect();
+    for k in names {
+        h.remove(k);
+    }
+}
+
 /// Header names listed in a `Connection` header (also hop-by-hop).
 fn connection_listed(h: &HeaderMap, k: &HeaderName) -> bool {
     h.get_all(header::CONNECTION).iter().any(|v| {
@@ -426,12 +443,11 @@ impl Inner {
             .is_some_and(|v| memchr::memmem::find(v.as_bytes(), b"text/event-stream").is_some());
         let mut builder = Response::builder().status(rparts.status);
         let h = builder.headers_mut().expect("fresh builder has headers");
-        h.reserve(rparts.headers.len() + 5);
-        for (k, v) in rparts.headers.iter() {
-            if !is_hop_by_hop(k) {
-                h.append(k.clone(), v.clone());
-            }
-        }
+        // The upstream's header map becomes the client's: hop-by-hop headers are removed in
+        // place instead of every other header being copied into a new map.
+        *h = rparts.headers;
+        strip_hop_by_hop(h);
+        h.reserve(3);
         h.insert(X_BOO_PROVIDER.clone(), up.provider_header.clone());
         if let Ok(v) = HeaderValue::from_str(&ctx.model) {
             h.insert(X_BOO_MODEL.clone(), v);

@@ -104,6 +104,34 @@ async fn harness(cfg: GatewayConfig) -> Harness {
 }
 
 #[tokio::test]
+async fn upstream_hop_by_hop_headers_stay_on_the_upstream_hop() {
+    let h = harness(GatewayConfig::default()).await;
+    let (status, headers, body) = post(
+        h.addr,
+        "/v1/chat/completions",
+        &[],
+        r#"{"model":"a/hop","messages":[]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, JSON_BODY.as_bytes());
+    assert_eq!(headers["x-upstream"], "1");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["x-boo-provider"], "a");
+    for hop in [
+        "keep-alive",
+        "proxy-authenticate",
+        "trailer",
+        "x-upstream-private",
+    ] {
+        assert!(
+            !headers.contains_key(hop),
+            "{hop} reached the client: {headers:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn non_streaming_is_byte_for_byte_and_upstream_sees_wire_id() {
     let h = harness(GatewayConfig::default()).await;
     let req = r#"{"model":"a/echo","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#;

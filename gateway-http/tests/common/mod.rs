@@ -113,6 +113,17 @@ pub async fn upstream_handle(
             .header("x-upstream", "1")
             .body(full(JSON_BODY))
             .unwrap(),
+        // Hop-by-hop headers a proxy must not pass on, next to an end-to-end one.
+        "hop" => hyper::Response::builder()
+            .header("content-type", "application/json")
+            .header("keep-alive", "timeout=5")
+            .header("proxy-authenticate", "Basic realm=\"upstream\"")
+            .header("trailer", "x-checksum")
+            .header("connection", "x-upstream-private")
+            .header("x-upstream-private", "1")
+            .header("x-upstream", "1")
+            .body(full(JSON_BODY))
+            .unwrap(),
         "sse" => sse(
             SSE_CHUNKS
                 .iter()
