@@ -819,9 +819,9 @@ fn render(
         );
         let _ = writeln!(
             o,
-            "| upstream | load | c | auto req/s | gateway req/s | auto − gateway p50 | auto − gateway p99 |"
+            "| upstream | load | c | auto req/s | gateway req/s | auto − gateway p50 | auto − gateway p99 | auto − gateway CPU/req |"
         );
-        let _ = writeln!(o, "|---|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(o, "|---|---|---:|---:|---:|---:|---:|---:|");
         for r in rows.iter().filter(|r| r.path == PathKind::Auto) {
             let Some(g) = find(rows, r.upstream, &r.load, PathKind::Gateway, r.concurrency) else {
                 continue;
@@ -834,9 +834,15 @@ fn render(
                     q(s, qq)
                 }
             };
+            // The gateway's CPU time per request: far steadier on a shared machine than the
+            // latency difference.
+            let cpu = match (cpu_per_req(&r.stats), cpu_per_req(g)) {
+                (Some(a), Some(b)) => format!("{:+.1} µs", a - b),
+                _ => "—".into(),
+            };
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {:.0} | {:.0} | {} | {} |",
+                "| {} | {} | {} | {:.0} | {:.0} | {} | {} | {cpu} |",
                 r.upstream,
                 r.load,
                 r.concurrency,
