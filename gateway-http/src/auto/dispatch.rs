@@ -225,13 +225,27 @@ impl Inner {
         *out.headers_mut() = self.forward_headers(&parts.headers, up, peer, rid, new_body.len());
         let fut = up.client.request(out);
         tokio::pin!(fut);
+        // One timer for the first-byte deadline (re-armed only when the deadline moves) and
+        // the router's shared tick for the load-state checks: no short timer per attempt.
+        let mut tick = w.auto.state_tick();
+        let mut ticking = true;
+        let mut armed = w.failover.first_byte_deadline_ms();
+        let mut fired = false;
+        let sleep = tokio::time::sleep(until_ms(armed));
+        tokio::pin!(sleep);
         loop {
             let now = now_ms();
-            let deadline = w.failover.first_byte_deadline_ms().unwrap_or(now);
-            if now >= deadline {
+            let deadline = w.failover.first_byte_deadline_ms();
+            if deadline.is_none_or(|d| now >= d) {
                 return Err(Outcome::FirstByteTimeout);
             }
-            let wake = Duration::from_millis((deadline - now).min(STATE_POLL_MS));
+            if deadline != armed || fired {
+                armed = deadline;
+                fired = false;
+                sleep.as_mut().reset(tokio::time::Instant::from_std(
+                    Instant::now() + until_ms(armed),
+                ));
+            }
             tokio::select! {
                 r = &mut fut => {
                     return match r {
@@ -240,7 +254,13 @@ impl Inner {
                         Ok(r) => Ok((r, routed, permit)),
                     };
                 }
-                _ = tokio::time::sleep(wake) => {
+                // The timer's clock and the wall clock may differ by a tick: look again.
+                () = &mut sleep => fired = true,
+                t = tick.changed(), if ticking => {
+                    if t.is_err() {
+                        ticking = false;
+                        continue;
+                    }
                     let now = now_ms();
                     // Illegal transitions cannot happen here (the attempt is waiting).
                     let _ = match w.auto.model_state(w.model) {
@@ -283,14 +303,11 @@ impl Inner {
             .is_some_and(|v| memchr::memmem::find(v.as_bytes(), b"text/event-stream").is_some());
         let mut builder = Response::builder().status(rparts.status);
         if let Some(h) = builder.headers_mut() {
-            // Room for the upstream's headers and ours up front: growing the map later
-            // (inserting `x-boo-route` last) rehashes it, a visible cost per request.
-            h.reserve(rparts.headers.len() + 3);
-            for (k, v) in rparts.headers.iter() {
-                if !is_hop_by_hop(k) {
-                    h.append(k.clone(), v.clone());
-                }
-            }
+            // The upstream's header map becomes the client's, hop-by-hop headers removed in
+            // place (as on the composite-id path).
+            *h = rparts.headers;
+            strip_hop_by_hop(h);
+            h.reserve(3);
             h.insert(X_BOO_PROVIDER.clone(), up.provider_header.clone());
             if let Ok(v) = HeaderValue::from_str(&routed.model) {
                 h.insert(X_BOO_MODEL.clone(), v);
@@ -337,8 +354,10 @@ impl Inner {
     }
 }
 
-/// How often a waiting attempt looks at its model's live state, ms.
-const STATE_POLL_MS: u64 = 50;
+/// Time from now until the epoch-ms `deadline` (zero when passed or unset).
+fn until_ms(deadline: Option<u64>) -> Duration {
+    Duration::from_millis(deadline.map_or(0, |d| d.saturating_sub(now_ms())))
+}
 
 /// What a waiting attempt needs to watch its model load.
 struct Waiting<'a> {

@@ -30,6 +30,7 @@
 pub mod context;
 pub mod facts;
 pub mod live;
+pub mod tick;
 
 pub use context::{Calibration, ContextCache, ContextEntry, ContextSource};
 pub use facts::{LiveFleet, Speed, fleet_view, refresh_contexts};
@@ -107,7 +108,12 @@ pub struct AutoRouter {
     log: Mutex<HashMap<String, VecDeque<LogEntry>>>,
     load: Mutex<HashMap<ProviderId, HostLoad>>,
     view: Mutex<Option<CachedView>>,
+    /// Paces the load-state checks of attempts waiting for their first byte.
+    tick: Arc<tick::StateTick>,
 }
+
+/// How often an attempt waiting for its first byte looks at its model's load state.
+pub const STATE_TICK: Duration = Duration::from_millis(50);
 
 /// The last routing view and every input it was built from. Holding the `Arc`s keeps them
 /// alive, so pointer equality means "the same snapshot" (no address reuse).
@@ -213,6 +219,7 @@ impl AutoRouter {
             log: Mutex::new(HashMap::new()),
             load: Mutex::new(HashMap::new()),
             view: Mutex::new(None),
+            tick: tick::StateTick::new(STATE_TICK),
         };
         // Lists policies by name, like every later rebuild.
         let _ = me.rebuild(&BTreeMap::new());
@@ -398,6 +405,12 @@ impl AutoRouter {
         source: Option<String>,
     ) -> RequestFeatures {
         RequestFeatures::from_shape(shape, &self.calibration.fleet(), source)
+    }
+
+    /// A receiver that changes every [`STATE_TICK`] while someone listens (one shared ticker;
+    /// see [`tick`]).
+    pub fn state_tick(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tick.subscribe()
     }
 
     /// Liveness of a host as the live source sees it.
