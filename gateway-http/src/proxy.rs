@@ -293,6 +293,8 @@ impl Inner {
             series: None,
             completed: false,
             route: None,
+            tail: None,
+            metered: false,
         };
         match self.proxy_inner(req, up_path, peer, rid, &mut ctx).await {
             Ok(resp) => resp,
@@ -612,6 +614,10 @@ pub(crate) struct Ctx {
     completed: bool,
     /// Set for `auto:*` requests: the decision and failover state.
     route: Option<Box<crate::auto::RouteTrack>>,
+    /// A non-streaming body's tail, read for `usage` when the record is made.
+    tail: Option<TailScanner>,
+    /// Metrics are updated (the record part may still be pending, see [`AfterWrite`]).
+    metered: bool,
 }
 
 impl Ctx {
@@ -639,6 +645,8 @@ impl Ctx {
             series: None,
             completed: true,
             route: None,
+            tail: None,
+            metered: true,
         }
     }
 }
@@ -648,6 +656,26 @@ impl Drop for Ctx {
         if self.bytes_in < 0 {
             return;
         }
+        if !self.metered {
+            self.meter();
+            // Inside a connection's poll the record waits until hyper has written the
+            // response bytes (they are flushed after the body is dropped).
+            if AfterWrite::active() {
+                let rest = self.detached();
+                let me = std::mem::replace(self, rest);
+                // Not queued (thread-local gone): recorded as it drops here.
+                drop(AfterWrite::push(me));
+                return;
+            }
+        }
+        self.record();
+    }
+}
+
+impl Ctx {
+    /// Metric updates: cheap, and visible before the client has the response.
+    fn meter(&mut self) {
+        self.metered = true;
         if !self.completed && self.error_class.is_none() {
             // The client went away before the exchange finished.
             self.error_class = Some("client_disconnect");
@@ -672,6 +700,13 @@ impl Drop for Ctx {
         }
         if let Some(d) = self.overhead {
             series.overhead.observe(d);
+        }
+    }
+
+    /// The telemetry record (and the `auto:*` route's end).
+    fn record(&mut self) {
+        if let Some(t) = self.tail.take() {
+            self.usage = t.finish();
         }
         let route = self.route.take().map(|t| {
             t.finish(
@@ -705,6 +740,81 @@ impl Drop for Ctx {
             route,
         };
         self.inner.sink.record(rec);
+    }
+}
+
+/// Requests that ended during a connection's poll, recorded when that poll returns.
+///
+/// hyper drops a response body (and with it the request's [`Ctx`]) before it flushes the
+/// response's last bytes to the socket, in the same poll. Building the telemetry record (and
+/// ending an `auto:*` route: serializing its decision, logging the dispatch) there would delay
+/// the client's response by that work; the connection task instead polls under an
+/// [`AfterWrite::scope`], which queues the records and makes them once the poll is over. Only
+/// metrics are updated at once. A `Ctx` dropped outside a scope (HTTP/2 streams, a connection
+/// dropped at shutdown) records at once, as before.
+pub(crate) struct AfterWrite {
+    depth: u32,
+    queue: std::collections::VecDeque<Ctx>,
+}
+
+thread_local! {
+    static AFTER_WRITE: std::cell::RefCell<AfterWrite> =
+        const { std::cell::RefCell::new(AfterWrite {
+            depth: 0,
+            queue: std::collections::VecDeque::new(),
+        }) };
+}
+
+/// Leaves an [`AfterWrite`] scope on drop, making the queued records when it was the outer one.
+pub(crate) struct AfterWriteScope(());
+
+impl AfterWrite {
+    /// Enters a scope for the current thread.
+    pub(crate) fn scope() -> AfterWriteScope {
+        let _ = AFTER_WRITE.try_with(|a| a.borrow_mut().depth += 1);
+        AfterWriteScope(())
+    }
+
+    fn active() -> bool {
+        AFTER_WRITE
+            .try_with(|a| a.try_borrow().is_ok_and(|a| a.depth > 0))
+            .unwrap_or(false)
+    }
+
+    /// Queues `c`; gives it back when this thread cannot queue (it is then recorded at once).
+    fn push(c: Ctx) -> Option<Ctx> {
+        let mut c = Some(c);
+        let _ = AFTER_WRITE.try_with(|a| {
+            if let Ok(mut a) = a.try_borrow_mut()
+                && let Some(c) = c.take()
+            {
+                a.queue.push_back(c);
+            }
+        });
+        c
+    }
+}
+
+impl Drop for AfterWriteScope {
+    fn drop(&mut self) {
+        let outer = AFTER_WRITE
+            .try_with(|a| {
+                let mut a = a.borrow_mut();
+                a.depth = a.depth.saturating_sub(1);
+                a.depth == 0
+            })
+            .unwrap_or(false);
+        if !outer {
+            return;
+        }
+        // One at a time, no borrow held while a record is made (it never queues another).
+        while let Some(c) = AFTER_WRITE
+            .try_with(|a| a.borrow_mut().queue.pop_front())
+            .ok()
+            .flatten()
+        {
+            drop(c);
+        }
     }
 }
 
@@ -997,10 +1107,9 @@ impl Drop for ProxyStream {
             if s.stream_error && self.ctx.error_class.is_none() {
                 self.ctx.error_class = Some("upstream_stream_error");
             }
-        } else if let Some(t) = &self.tail
-            && self.ctx.completed
-        {
-            self.ctx.usage = t.finish();
+        } else if self.ctx.completed {
+            // Read when the record is made (after the response is written).
+            self.ctx.tail = self.tail.take();
         }
     }
 }

@@ -49,7 +49,13 @@ fn spawn_conn(
         .into_owned();
     let fut = graceful.watch(conn);
     tokio::spawn(async move {
-        let _ = fut.await;
+        let mut fut = std::pin::pin!(fut);
+        // Requests ending in a poll are recorded after it, once hyper wrote their last bytes.
+        let _ = std::future::poll_fn(|cx| {
+            let _after = crate::proxy::AfterWrite::scope();
+            fut.as_mut().poll(cx)
+        })
+        .await;
     });
 }
 

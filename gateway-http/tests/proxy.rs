@@ -132,6 +132,57 @@ async fn upstream_hop_by_hop_headers_stay_on_the_upstream_hop() {
 }
 
 #[tokio::test]
+async fn hop_by_hop_headers_stay_on_the_upstream_hop_for_auto_models_too() {
+    let (_up, up_addr) = start_upstream().await;
+    let json = format!(
+        r#"{{ "providers": [{{ "id": "a", "kind": "openai", "base_url": "http://{up_addr}/v1",
+                              "models": [{{ "id": "hop" }}] }}],
+              "policies": [{{ "name": "auto:hop", "candidates": ["a/hop"], "order": ["priority"] }}] }}"#
+    );
+    let reg = boo_provider_registry::from_json_str(&json, &boo_provider_registry::MapEnv::new())
+        .unwrap()
+        .registry;
+    let opts = boo_gateway_http::RunOptions::new(Arc::new(reg));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(boo_gateway_http::run_on(l, opts, async {
+        let _ = rx.await;
+    }));
+    let mut got = None;
+    for _ in 0..100 {
+        let r = post(
+            addr,
+            "/v1/chat/completions",
+            &[],
+            r#"{"model":"auto:hop","messages":[]}"#,
+        )
+        .await;
+        if r.0 == 200 {
+            got = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, headers, body) = got.expect("the auto model serves");
+    assert_eq!(body, JSON_BODY.as_bytes());
+    assert_eq!(headers["x-upstream"], "1");
+    assert_eq!(headers["x-boo-model"], "a/hop");
+    assert!(headers.contains_key("x-boo-route"), "{headers:?}");
+    for hop in [
+        "keep-alive",
+        "proxy-authenticate",
+        "trailer",
+        "x-upstream-private",
+    ] {
+        assert!(
+            !headers.contains_key(hop),
+            "{hop} reached the client: {headers:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn non_streaming_is_byte_for_byte_and_upstream_sees_wire_id() {
     let h = harness(GatewayConfig::default()).await;
     let req = r#"{"model":"a/echo","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#;
@@ -639,4 +690,90 @@ async fn events_held_when_the_upstream_breaks_still_reach_the_client() {
     let rec = h.sink.records()[0].clone();
     assert_eq!(rec.error_class.as_deref(), Some("upstream_cut"));
     assert_eq!(rec.bytes_out, b.len() as i64);
+}
+
+/// A sink that holds each record until the test releases it (or 3 s pass).
+struct GatedSink {
+    gate: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+    timed_out: std::sync::atomic::AtomicBool,
+    inner: MemorySink,
+}
+
+impl TelemetrySink for GatedSink {
+    fn record(&self, rec: boo_gateway_http::RequestRecord) {
+        let g = self.gate.lock().unwrap();
+        let (g, t) = self
+            .opened
+            .wait_timeout_while(g, Duration::from_secs(3), |open| !*open)
+            .unwrap();
+        if t.timed_out() {
+            self.timed_out.store(true, Ordering::SeqCst);
+        }
+        drop(g);
+        self.inner.record(rec);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_response_reaches_the_client_before_its_telemetry_record_is_made() {
+    let (_up, up_addr) = start_upstream().await;
+    let sink = Arc::new(GatedSink {
+        gate: std::sync::Mutex::new(false),
+        opened: std::sync::Condvar::new(),
+        timed_out: std::sync::atomic::AtomicBool::new(false),
+        inner: MemorySink::new(),
+    });
+    let gw = Gateway::new(
+        GatewayConfig::default(),
+        Arc::new(StaticRouter::new().provider("a", &["echo"])),
+        &[spec("a", up_addr)],
+        sink.clone() as Arc<dyn TelemetrySink>,
+    )
+    .unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = gw
+            .serve(l, async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    // A plain blocking client: reads the whole response, then opens the sink's gate. Were the
+    // record made before the response's bytes were written, the gate would time out first.
+    let s2 = sink.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        let req = r#"{"model":"a/echo","messages":[]}"#;
+        write!(
+            c,
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{req}",
+            req.len()
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(JSON_BODY.as_bytes()) {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "connection closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        *s2.gate.lock().unwrap() = true;
+        s2.opened.notify_all();
+        got
+    })
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&body).starts_with("HTTP/1.1 200"));
+    assert!(
+        eventually(|| sink.inner.records().len() == 1).await,
+        "the record is made once the response is out"
+    );
+    assert!(
+        !sink.timed_out.load(Ordering::SeqCst),
+        "the telemetry record held the response back"
+    );
 }
