@@ -55,6 +55,11 @@ pub trait Store: crate::PolicyStore + crate::BenchStore + Send + Sync + 'static 
     /// Which database this is.
     fn backend(&self) -> Backend;
 
+    /// The batch writer says whether records are piling up (`true`) or it keeps up again
+    /// (`false`). A store may give its writes more CPU while backlogged (SQLite: see
+    /// [`crate::sqlite::WRITER_IDLE_ENV`]). Cheap; called only when the state changes.
+    fn writes_backlogged(&self, _backlogged: bool) {}
+
     /// Insert gateway-observed requests (duplicate `request_id`s are ignored).
     async fn insert_requests(&self, rows: &[RequestRecord]) -> Result<u64>;
     /// Insert host activity rows (duplicate `(provider_id, upstream_id, ts)` ignored).

@@ -266,6 +266,28 @@ async fn flush_with_retry(
     }
 }
 
+/// Whether records are piling up in the channel, as last told to the store
+/// ([`Store::writes_backlogged`]): on above two full batches waiting, off at half a batch.
+#[derive(Debug, Default)]
+struct Backlog {
+    on: bool,
+}
+
+impl Backlog {
+    fn check(&mut self, queued: usize, max_batch: usize, store: &dyn Store) {
+        let on = if self.on {
+            queued > max_batch / 4
+        } else {
+            queued >= max_batch
+        };
+        if on != self.on {
+            self.on = on;
+            tracing::debug!(queued, backlogged = on, "telemetry writer backlog");
+            store.writes_backlogged(on);
+        }
+    }
+}
+
 async fn run(
     store: Arc<dyn Store>,
     cfg: BatchConfig,
@@ -281,6 +303,7 @@ async fn run(
     let slots = Arc::new(Semaphore::new(in_flight as usize));
     let (deadline_tx, deadline_rx) = watch::channel(None::<Instant>);
     let mut stopping = false;
+    let mut backlog = Backlog::default();
     loop {
         // 1. Wait for a free in-flight slot, then collect a batch: the first record, then more
         //    until max_batch rows or flush_interval has passed.
@@ -290,6 +313,10 @@ async fn run(
             }
             tokio::select! {
                 p = slots.clone().acquire_owned() => break p,
+                // Every flush slot is busy: records may be piling up meanwhile.
+                _ = tokio::time::sleep(cfg.flush_interval) => {
+                    backlog.check(rx.len(), max_batch, store.as_ref());
+                }
                 _ = stop.changed() => {
                     stopping = true;
                     rx.close();
@@ -351,6 +378,7 @@ async fn run(
                 }
             }
         }
+        backlog.check(rx.len(), max_batch, store.as_ref());
         // 2. Hand the batch to a flush task holding the slot.
         if batch.len > 0 {
             let (store, cfg, d, c) = (

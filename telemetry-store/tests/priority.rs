@@ -2,7 +2,8 @@
 //! inserts yield the CPU to the gateway's proxy threads.
 
 use boo_telemetry_store::sqlite::{
-    DEFAULT_WORKER_NICE, SqliteStore, WORKER_NICE_ENV, WORKER_THREAD_PREFIX, worker_nice_from_env,
+    DEFAULT_WORKER_NICE, SqliteStore, WORKER_NICE_ENV, WORKER_THREAD_PREFIX, WRITER_THREAD_PREFIX,
+    worker_nice_from_env,
 };
 use boo_telemetry_store::{Store, StoreError};
 
@@ -42,10 +43,9 @@ async fn sqlite_workers_run_at_the_configured_nice_and_the_rest_of_the_process_d
     for (name, nice) in &workers {
         assert_eq!(*nice, 7, "worker {name} has nice {nice}");
     }
-    for (name, nice) in all
-        .iter()
-        .filter(|(n, _)| !n.starts_with(WORKER_THREAD_PREFIX))
-    {
+    for (name, nice) in all.iter().filter(|(n, _)| {
+        !n.starts_with(WORKER_THREAD_PREFIX) && !n.starts_with(WRITER_THREAD_PREFIX)
+    }) {
         assert_eq!(*nice, 0, "non-worker thread {name} was reniced to {nice}");
     }
     store.close().await;
@@ -70,4 +70,56 @@ fn worker_nice_comes_from_the_environment_and_bad_values_name_the_variable() {
             other => panic!("{bad:?} accepted: {other:?}"),
         }
     }
+}
+
+/// Scheduling policy of each named thread (`/proc/self/task/<tid>/stat` field 41; 0 normal,
+/// 5 `SCHED_IDLE`).
+#[cfg(target_os = "linux")]
+fn policies() -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_string();
+        let policy: i64 = rest.split_whitespace().nth(38).unwrap().parse().unwrap();
+        out.push((name, policy));
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_sqlite_writer_runs_idle_class_and_leaves_it_while_backlogged() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/sched.db", dir.path().display());
+    let store = SqliteStore::open_with_nice(&url, 0).await.unwrap();
+    let names = store.writer_threads();
+    assert!(!names.is_empty(), "the writer connection has a thread");
+    let of = |want: &[String]| -> Vec<i64> {
+        policies()
+            .into_iter()
+            .filter(|(n, _)| want.contains(n))
+            .map(|(_, p)| p)
+            .collect()
+    };
+    let idle = if SqliteStore::idle_writer_supported() {
+        5
+    } else {
+        eprintln!("SCHED_IDLE cannot be left here: the writer stays in the normal class");
+        0
+    };
+    assert_eq!(of(&names), vec![idle; names.len()], "{:?}", policies());
+    // Readers are never idle class.
+    for (n, p) in policies() {
+        if n.starts_with(WORKER_THREAD_PREFIX) {
+            assert_eq!(p, 0, "reader {n}");
+        }
+    }
+    store.writes_backlogged(true);
+    assert_eq!(of(&names), vec![0; names.len()], "backlogged: normal class");
+    store.writes_backlogged(false);
+    assert_eq!(of(&names), vec![idle; names.len()], "caught up: idle again");
+    store.close().await;
 }

@@ -723,6 +723,8 @@ async fn writer_buffers_through_an_outage_and_counts_drops_above_the_limit(h: Ha
     flaky.set_down(false);
     wait_until(|| w.stats().written == 800).await;
     assert_eq!(w.dropped(), 0);
+    // The store heard that records piled up (800 queued, batches of 100) and that they are gone.
+    assert_eq!(*flaky.backlog_calls.lock().unwrap(), vec![true, false]);
     // Outage above the limit: drops are counted, the rest arrives.
     flaky.set_down(true);
     let mut accepted = 0;

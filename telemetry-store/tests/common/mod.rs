@@ -171,6 +171,8 @@ pub fn perf(provider: &str, ts: DateTime<Utc>, temp: f64) -> PerfSample {
 pub struct FlakyStore {
     inner: Arc<dyn Store>,
     down: std::sync::atomic::AtomicBool,
+    /// Every `writes_backlogged` call, in order.
+    pub backlog_calls: std::sync::Mutex<Vec<bool>>,
 }
 
 impl FlakyStore {
@@ -178,6 +180,7 @@ impl FlakyStore {
         Self {
             inner,
             down: std::sync::atomic::AtomicBool::new(false),
+            backlog_calls: std::sync::Mutex::new(Vec::new()),
         }
     }
     pub fn set_down(&self, down: bool) {
@@ -220,6 +223,10 @@ impl BenchStore for FlakyStore {}
 impl Store for FlakyStore {
     fn backend(&self) -> Backend {
         self.inner.backend()
+    }
+    fn writes_backlogged(&self, backlogged: bool) {
+        self.backlog_calls.lock().unwrap().push(backlogged);
+        self.inner.writes_backlogged(backlogged);
     }
     async fn insert_requests(&self, rows: &[RequestRecord]) -> Result<u64> {
         self.check()?;
