@@ -50,6 +50,7 @@ mod router;
 mod scan;
 mod server;
 mod skim;
+pub mod slice;
 pub mod store_api;
 mod telemetry;
 mod upstream;

@@ -130,6 +130,8 @@ where
     F: Future<Output = ()> + Send,
 {
     let workers = workers.max(1);
+    let slice =
+        crate::slice::slice_from_env(&|k| std::env::var(k).ok()).map_err(GatewayError::Config)?;
     let mut senders: Vec<mpsc::UnboundedSender<Handoff>> = Vec::with_capacity(workers);
     let mut done: Vec<oneshot::Receiver<()>> = Vec::with_capacity(workers);
     for i in 0..workers {
@@ -144,6 +146,9 @@ where
             .name(format!("boo-gw-{i}"))
             .spawn(move || {
                 crate::upstream::set_worker(i + 1);
+                if let Some(us) = slice {
+                    crate::slice::set_current_thread_slice(us);
+                }
                 rt.block_on(worker(slot, rx));
                 // Remaining tasks (idle pooled connections) are dropped with the runtime.
                 drop(rt);
