@@ -198,13 +198,17 @@ async fn passthrough_matches_a_direct_call() {
     assert_eq!(events(&via.text()), events(&direct.text()));
     assert!(via.text().ends_with("data: [DONE]\n\n"));
 
-    // The streamed request's record has TTFT and token counts from the passthrough scan.
-    let rec = e
-        .sink
-        .records()
-        .into_iter()
-        .find(|r| r.stream)
-        .expect("a streamed record");
+    // The streamed request's record has TTFT and token counts from the passthrough scan. It is
+    // made right after the response's last bytes are written, so it may trail the client.
+    let mut rec = None;
+    for _ in 0..500 {
+        rec = e.sink.records().into_iter().find(|r| r.stream);
+        if rec.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let rec = rec.expect("a streamed record");
     assert_eq!(rec.model, "sam-desktop/gpt-oss-20b");
     assert_eq!(rec.wire_model.as_deref(), Some("gpt-oss-20b"));
     assert!(rec.ttft_ms.is_some());
