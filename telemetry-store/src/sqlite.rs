@@ -266,33 +266,23 @@ fn renice_workers(nice: i32) -> usize {
     #[cfg(target_os = "linux")]
     {
         use rustix::process::{Pid, getpriority_process, setpriority_process};
-        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return 0;
-        };
-        let mut changed = 0;
-        for t in tasks.flatten() {
-            let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
-            let Ok(comm) = std::fs::read_to_string(t.path().join("comm")) else {
-                continue;
-            };
+        for_threads(|tid, comm| {
             if !comm.starts_with(WORKER_THREAD_PREFIX) && !comm.starts_with(WRITER_THREAD_PREFIX) {
-                continue;
+                return false;
             }
             let pid = Pid::from_raw(tid);
             // On Linux, PRIO_PROCESS with a thread id sets that thread's nice value only.
             if getpriority_process(pid).is_ok_and(|cur| cur >= nice) {
-                continue;
+                return false;
             }
             match setpriority_process(pid, nice) {
-                Ok(()) => changed += 1,
+                Ok(()) => true,
                 Err(e) => {
-                    tracing::debug!(tid, error = %e, "could not lower SQLite worker priority")
+                    tracing::debug!(tid, error = %e, "could not lower SQLite worker priority");
+                    false
                 }
             }
-        }
-        changed
+        })
     }
     #[cfg(not(target_os = "linux"))]
     {

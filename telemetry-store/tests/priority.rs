@@ -7,9 +7,10 @@ use boo_telemetry_store::sqlite::{
 };
 use boo_telemetry_store::{Store, StoreError};
 
-/// (thread name, nice) of every thread of this process, from `/proc/self/task/<tid>/stat`.
+/// (thread name, nice, scheduling policy) of every thread of this process, from
+/// `/proc/self/task/<tid>/stat` (policy: 0 normal, 5 `SCHED_IDLE`).
 #[cfg(target_os = "linux")]
-fn threads() -> Vec<(String, i64)> {
+fn stats() -> Vec<(String, i64, i64)> {
     let mut out = Vec::new();
     for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
         let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
@@ -17,11 +18,24 @@ fn threads() -> Vec<(String, i64)> {
         };
         let (head, rest) = stat.rsplit_once(')').unwrap();
         let name = head.split_once('(').unwrap().1.to_string();
-        // Fields after the name: state is field 3; nice is field 19.
-        let nice: i64 = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
-        out.push((name, nice));
+        // Fields after the name start at field 3 (state): nice is field 19, policy field 41.
+        let field =
+            |n: usize| -> i64 { rest.split_whitespace().nth(n - 3).unwrap().parse().unwrap() };
+        out.push((name, field(19), field(41)));
     }
     out
+}
+
+/// (thread name, nice) of every thread of this process.
+#[cfg(target_os = "linux")]
+fn threads() -> Vec<(String, i64)> {
+    stats().into_iter().map(|(n, nice, _)| (n, nice)).collect()
+}
+
+/// (thread name, scheduling policy) of every thread of this process.
+#[cfg(target_os = "linux")]
+fn policies() -> Vec<(String, i64)> {
+    stats().into_iter().map(|(n, _, p)| (n, p)).collect()
 }
 
 #[cfg(target_os = "linux")]
@@ -70,23 +84,6 @@ fn worker_nice_comes_from_the_environment_and_bad_values_name_the_variable() {
             other => panic!("{bad:?} accepted: {other:?}"),
         }
     }
-}
-
-/// Scheduling policy of each named thread (`/proc/self/task/<tid>/stat` field 41; 0 normal,
-/// 5 `SCHED_IDLE`).
-#[cfg(target_os = "linux")]
-fn policies() -> Vec<(String, i64)> {
-    let mut out = Vec::new();
-    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
-            continue;
-        };
-        let (head, rest) = stat.rsplit_once(')').unwrap();
-        let name = head.split_once('(').unwrap().1.to_string();
-        let policy: i64 = rest.split_whitespace().nth(38).unwrap().parse().unwrap();
-        out.push((name, policy));
-    }
-    out
 }
 
 #[cfg(target_os = "linux")]
