@@ -116,6 +116,18 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// The upstream's response header map turned into the client's: hop-by-hop headers removed in
+/// place (no copy of the others), `x-boo-provider` and `x-boo-model` added, room for one more.
+fn client_headers(mut h: HeaderMap, up: &Upstream, model: &str) -> HeaderMap {
+    strip_hop_by_hop(&mut h);
+    h.reserve(3);
+    h.insert(X_BOO_PROVIDER.clone(), up.provider_header.clone());
+    if let Ok(v) = HeaderValue::from_str(model) {
+        h.insert(X_BOO_MODEL.clone(), v);
+    }
+    h
+}
+
 /// Header names listed in a `Connection` header (also hop-by-hop).
 fn connection_listed(h: &HeaderMap, k: &HeaderName) -> bool {
     h.get_all(header::CONNECTION).iter().any(|v| {
@@ -445,15 +457,7 @@ impl Inner {
             .is_some_and(|v| memchr::memmem::find(v.as_bytes(), b"text/event-stream").is_some());
         let mut builder = Response::builder().status(rparts.status);
         let h = builder.headers_mut().expect("fresh builder has headers");
-        // The upstream's header map becomes the client's: hop-by-hop headers are removed in
-        // place instead of every other header being copied into a new map.
-        *h = rparts.headers;
-        strip_hop_by_hop(h);
-        h.reserve(3);
-        h.insert(X_BOO_PROVIDER.clone(), up.provider_header.clone());
-        if let Ok(v) = HeaderValue::from_str(&ctx.model) {
-            h.insert(X_BOO_MODEL.clone(), v);
-        }
+        *h = client_headers(rparts.headers, up, &ctx.model);
         let overhead = (t_sent - ctx.t0) + t_headers.elapsed();
         ctx.overhead = Some(overhead);
         h.insert(X_BOO_OVERHEAD.clone(), millis_header(overhead));

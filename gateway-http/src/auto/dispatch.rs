@@ -303,15 +303,7 @@ impl Inner {
             .is_some_and(|v| memchr::memmem::find(v.as_bytes(), b"text/event-stream").is_some());
         let mut builder = Response::builder().status(rparts.status);
         if let Some(h) = builder.headers_mut() {
-            // The upstream's header map becomes the client's, hop-by-hop headers removed in
-            // place (as on the composite-id path).
-            *h = rparts.headers;
-            strip_hop_by_hop(h);
-            h.reserve(3);
-            h.insert(X_BOO_PROVIDER.clone(), up.provider_header.clone());
-            if let Ok(v) = HeaderValue::from_str(&routed.model) {
-                h.insert(X_BOO_MODEL.clone(), v);
-            }
+            *h = client_headers(rparts.headers, &up, &routed.model);
             if let Some(v) = route_header {
                 h.insert(X_BOO_ROUTE.clone(), v);
             }
