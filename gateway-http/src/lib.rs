@@ -41,7 +41,6 @@ pub mod auto;
 pub mod bench_api;
 pub mod control;
 mod error;
-mod h1pool;
 pub mod launch;
 mod metrics;
 mod proxy;
@@ -54,6 +53,7 @@ pub mod slice;
 pub mod store_api;
 mod telemetry;
 mod upstream;
+mod wire;
 
 pub use error::GatewayError;
 pub use metrics::{Histogram, Metrics, Series};

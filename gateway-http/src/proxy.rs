@@ -7,13 +7,13 @@ use crate::router::Routed;
 use crate::scan::{SseScanner, TailScanner, UsageInfo};
 use crate::skim::{SkimError, skim, splice_model};
 use crate::telemetry::RequestRecord;
-use crate::upstream::Upstream;
+use crate::upstream::{UpBody, Upstream};
 use crate::{Inner, RespBody};
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -424,14 +424,12 @@ impl Inner {
         let uri = endpoint
             .uri(up_path, parts.uri.query())
             .map_err(|e| GatewayError::Config(format!("bad upstream URI: {e}")))?;
-        let mut out = Request::new(Full::new(new_body.clone()));
-        *out.method_mut() = Method::POST;
-        *out.uri_mut() = uri;
-        *out.headers_mut() = self.forward_headers(&parts.headers, up, peer, rid, new_body.len());
+        let headers = self.forward_headers(&parts.headers, up, peer, rid, new_body.len());
 
         let t_sent = Instant::now();
         let first_byte = up.timeouts.first_byte;
-        let resp = match tokio::time::timeout(first_byte, up.client.request(out)).await {
+        let sent = up.client.request(Method::POST, uri, headers, new_body);
+        let resp = match tokio::time::timeout(first_byte, sent).await {
             Err(_) => {
                 return Err(GatewayError::UpstreamTimeout {
                     provider: up.provider.to_string(),
@@ -824,7 +822,7 @@ impl Drop for AfterWriteScope {
 
 /// The upstream response body, passed through frame by frame as it arrives.
 pub(crate) struct ProxyStream {
-    body: Incoming,
+    body: UpBody,
     sleep: Pin<Box<Sleep>>,
     idle: Duration,
     deadline: Option<Instant>,
@@ -906,7 +904,7 @@ type FramePoll = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
 impl ProxyStream {
     /// Streams `body` back to the client under `ctx` (moved out, leaving a detached copy).
     pub(crate) fn new(
-        body: Incoming,
+        body: UpBody,
         timeouts: &crate::upstream::UpstreamTimeouts,
         is_sse: bool,
         ctx: &mut Ctx,
@@ -1003,7 +1001,7 @@ impl Body for ProxyStream {
                                 this.held.push(d);
                                 return Poll::Ready(this.held.frame());
                             }
-                            if std::mem::take(&mut this.first) {
+                            if std::mem::take(&mut this.first) || this.body.hands_over_all() {
                                 return Poll::Ready(Some(Ok(Frame::data(d))));
                             }
                             this.held.push(d);

@@ -2,11 +2,11 @@
 //! concurrency limiter.
 
 use crate::error::GatewayError;
-use crate::h1pool::{H1Pool, PoolError};
+use crate::wire::{WireBody, WireError, WirePool};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -86,7 +86,7 @@ pub struct UpstreamSpec {
 pub(crate) struct Endpoint {
     prefix: String,
     strip_v1: bool,
-    /// `Some` for `http://` endpoints (served by the per-worker [`H1Pool`]).
+    /// `Some` for `http://` endpoints (served by the per-worker [`WirePool`]).
     plain_authority: Option<http::uri::Authority>,
     /// Ready-made URIs for the inference paths (no query): building and parsing one per
     /// request was a measurable share of the proxy's own work.
@@ -188,19 +188,68 @@ pub(crate) struct WorkerClients {
     slots: Box<[OnceLock<HttpClient>]>,
     /// Per-worker HTTP/1.1 pools for the provider's `http://` endpoints (main, sidecar);
     /// https goes through the hyper-util client above.
-    plain: Vec<Arc<H1Pool>>,
+    plain: Vec<Arc<WirePool>>,
 }
 
 /// A response head from upstream, or why there is none.
 pub(crate) type UpstreamFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<http::Response<Incoming>, UpstreamError>> + Send>,
+    Box<dyn std::future::Future<Output = Result<http::Response<UpBody>, UpstreamError>> + Send>,
 >;
+
+/// An upstream response body: read inline from a plain-http socket, or from hyper's client.
+#[derive(Debug)]
+pub(crate) enum UpBody {
+    /// From a [`WirePool`] connection (read by whoever polls the body).
+    Wire(WireBody),
+    /// From the hyper-util client (https providers).
+    Hyper(Incoming),
+}
+
+impl UpBody {
+    /// Whether one poll hands over everything that has arrived so far. hyper's client runs a
+    /// connection as its own task and passes one chunk per hand-over, so a reader that wants
+    /// the whole burst must give that task a turn first; the inline client needs no such wait.
+    pub(crate) fn hands_over_all(&self) -> bool {
+        matches!(self, UpBody::Wire(_))
+    }
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = crate::proxy::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            UpBody::Wire(b) => std::pin::Pin::new(b).poll_frame(cx),
+            UpBody::Hyper(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as crate::proxy::BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Wire(b) => b.is_end_stream(),
+            UpBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Wire(b) => b.size_hint(),
+            UpBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Why an upstream request got no response head.
 #[derive(Debug)]
 pub(crate) enum UpstreamError {
     /// From a plain-HTTP pool.
-    Pool(PoolError),
+    Pool(WireError),
     /// From the general (https) client.
     Client(hyper_util::client::legacy::Error),
 }
@@ -248,12 +297,12 @@ impl WorkerClients {
         endpoints: &[&Endpoint],
         connect_timeout: Duration,
     ) -> Self {
-        let mut plain: Vec<Arc<H1Pool>> = Vec::new();
+        let mut plain: Vec<Arc<WirePool>> = Vec::new();
         for a in endpoints.iter().filter_map(|e| e.plain_authority.as_ref()) {
             if plain.iter().any(|p| p.authority() == a) {
                 continue;
             }
-            if let Some(p) = H1Pool::new(
+            if let Some(p) = WirePool::new(
                 a.clone(),
                 connect_timeout,
                 Some(TCP_KEEPALIVE),
@@ -275,9 +324,14 @@ impl WorkerClients {
         self.slots[i].get_or_init(|| client_with(self.connector.clone()))
     }
 
-    /// Sends `req` (absolute URI) over the calling thread's pool for its endpoint.
-    pub(crate) fn request(&self, req: http::Request<Full<Bytes>>) -> UpstreamFuture {
-        let uri = req.uri();
+    /// Sends a request (absolute `uri`) over the calling thread's pool for its endpoint.
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> UpstreamFuture {
         if uri.scheme_str() == Some("http")
             && let Some(pool) = self
                 .plain
@@ -286,12 +340,24 @@ impl WorkerClients {
         {
             let pool = pool.clone();
             let slot = WORKER.with(Cell::get);
-            return Box::pin(
-                async move { pool.send(slot, req).await.map_err(UpstreamError::Pool) },
-            );
+            return Box::pin(async move {
+                let target = uri.path_and_query().map_or("/", |p| p.as_str());
+                pool.send(slot, &method, target, &headers, &body)
+                    .await
+                    .map(|r| r.map(UpBody::Wire))
+                    .map_err(UpstreamError::Pool)
+            });
         }
+        let mut req = http::Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
         let fut = self.get().request(req);
-        Box::pin(async move { fut.await.map_err(UpstreamError::Client) })
+        Box::pin(async move {
+            fut.await
+                .map(|r| r.map(UpBody::Hyper))
+                .map_err(UpstreamError::Client)
+        })
     }
 }
 

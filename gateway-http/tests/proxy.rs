@@ -644,8 +644,9 @@ async fn sse_events_that_arrive_together_leave_in_few_writes_byte_for_byte() {
         "{} client chunks for 64 events that arrived together",
         frames.len()
     );
-    // The first event is never held back (time to first token).
-    assert_eq!(frames[0].1, events[0]);
+    // The first event is never held back for later ones (time to first token): the first
+    // client chunk carries it, alone or with the events that arrived in the same read.
+    assert!(frames[0].1.starts_with(&events[0]), "{:?}", frames[0]);
 }
 
 #[tokio::test]

@@ -200,7 +200,7 @@ impl Inner {
         peer: SocketAddr,
         rid: &HeaderValue,
         w: Waiting<'_>,
-    ) -> Result<(Response<Incoming>, Routed, Option<OwnedSemaphorePermit>), Outcome> {
+    ) -> Result<(Response<UpBody>, Routed, Option<OwnedSemaphorePermit>), Outcome> {
         let routed = self
             .router
             .resolve(composite)
@@ -219,11 +219,8 @@ impl Inner {
         let uri = endpoint
             .uri(up_path, parts.uri.query())
             .map_err(|_| Outcome::Refused)?;
-        let mut out = Request::new(Full::new(new_body.clone()));
-        *out.method_mut() = Method::POST;
-        *out.uri_mut() = uri;
-        *out.headers_mut() = self.forward_headers(&parts.headers, up, peer, rid, new_body.len());
-        let fut = up.client.request(out);
+        let headers = self.forward_headers(&parts.headers, up, peer, rid, new_body.len());
+        let fut = up.client.request(Method::POST, uri, headers, new_body);
         tokio::pin!(fut);
         // One timer for the first-byte deadline (re-armed only when the deadline moves) and
         // the router's shared tick for the load-state checks: no short timer per attempt.
@@ -276,7 +273,7 @@ impl Inner {
     /// Streams a committed (or final) upstream response back through a `ProxyStream`.
     fn stream_back(
         self: &Arc<Self>,
-        resp: Response<Incoming>,
+        resp: Response<UpBody>,
         routed: Routed,
         permit: Option<OwnedSemaphorePermit>,
         route_header: Option<HeaderValue>,
