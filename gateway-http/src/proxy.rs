@@ -100,8 +100,8 @@ fn is_hop_by_hop(k: &HeaderName) -> bool {
 }
 
 /// Removes the hop-by-hop headers from `h`, those a `Connection` header names included (a
-/// no-op without any, which is the common case).
-fn strip_hop_by_hop(h: &mut HeaderMap) {
+/// no-op without any).
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     if !h.keys().any(is_hop_by_hop) {
         return;
     }
@@ -116,10 +116,10 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// The upstream's response header map turned into the client's: hop-by-hop headers removed in
-/// place (no copy of the others), `x-boo-provider` and `x-boo-model` added, room for one more.
+/// The upstream's response header map (its hop-by-hop headers already removed by the
+/// upstream client) turned into the client's without copying it: `x-boo-provider` and
+/// `x-boo-model` added, room for one more.
 fn client_headers(mut h: HeaderMap, up: &Upstream, model: &str) -> HeaderMap {
-    strip_hop_by_hop(&mut h);
     h.reserve(3);
     h.insert(X_BOO_PROVIDER.clone(), up.provider_header.clone());
     if let Ok(v) = HeaderValue::from_str(model) {

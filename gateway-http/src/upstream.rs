@@ -191,7 +191,8 @@ pub(crate) struct WorkerClients {
     plain: Vec<Arc<WirePool>>,
 }
 
-/// A response head from upstream, or why there is none.
+/// A response head from upstream (end-to-end headers only: the hop-by-hop ones stay on the
+/// upstream hop), or why there is none.
 pub(crate) type UpstreamFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<http::Response<UpBody>, UpstreamError>> + Send>,
 >;
@@ -354,9 +355,10 @@ impl WorkerClients {
         *req.headers_mut() = headers;
         let fut = self.get().request(req);
         Box::pin(async move {
-            fut.await
-                .map(|r| r.map(UpBody::Hyper))
-                .map_err(UpstreamError::Client)
+            let mut r = fut.await.map_err(UpstreamError::Client)?;
+            // hyper's client leaves the hop-by-hop headers in; `wire` consumes them.
+            crate::proxy::strip_hop_by_hop(r.headers_mut());
+            Ok(r.map(UpBody::Hyper))
         })
     }
 }

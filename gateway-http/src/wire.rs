@@ -22,7 +22,7 @@
 //!   and TCP keep-alive probes as before.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use std::io::IoSlice;
@@ -173,7 +173,7 @@ impl WirePool {
                         pool: self.clone(),
                         slot,
                     };
-                    return WireBody::start(head, io, buf, home, method);
+                    return Ok(WireBody::start(head, io, buf, home, method));
                 }
                 // The upstream closed this idle connection as we sent on it: nothing was
                 // processed, so a fresh connection gets the request.
@@ -303,12 +303,23 @@ enum Exchange {
     Failed(Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// A parsed response head.
+/// A parsed response head: the end-to-end headers for the client, and what this client reads
+/// itself (framing and reuse), taken from the hop-by-hop headers it consumes.
 struct Head {
     status: StatusCode,
+    /// End-to-end headers only: hop-by-hop ones (and those a `Connection` header names) stay
+    /// on this hop.
     headers: HeaderMap,
     /// HTTP/1.0 response.
     http10: bool,
+    /// `Connection: close`.
+    close: bool,
+    /// `Connection: keep-alive` (matters for HTTP/1.0).
+    keep_alive: bool,
+    /// `Transfer-Encoding` present: whether its last coding is `chunked`.
+    transfer_chunked: Option<bool>,
+    /// `Content-Length` (agreeing values only).
+    length: Option<u64>,
 }
 
 /// Writes the request and reads the response head; returns it with the socket and the bytes
@@ -387,13 +398,29 @@ async fn write_all2(io: &mut TcpStream, a: &[u8], b: &[u8]) -> std::io::Result<(
     Ok(())
 }
 
+/// Hop-by-hop response headers (RFC 9110 section 7.6.1, plus the legacy ones): consumed here.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Parses a complete final response head off the front of `buf` (informational 1xx heads are
 /// consumed and skipped); `None` when more bytes are needed.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Malformed> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut slots);
-        let len = match resp.parse(buf) {
+        let mut slots =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
+        let len = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
@@ -410,34 +437,89 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Malformed> {
             buf.advance(len);
             continue;
         }
-        let http10 = resp.version == Some(0);
-        let count = resp.headers.len();
-        // Header values share one allocation with the head (as hyper does).
-        let ranges: Vec<(usize, usize, usize, usize)> = {
-            let base = buf.as_ptr() as usize;
-            resp.headers
-                .iter()
-                .map(|h| {
-                    let n = h.name.as_ptr() as usize - base;
-                    let v = h.value.as_ptr() as usize - base;
-                    (n, n + h.name.len(), v, v + h.value.len())
-                })
-                .collect()
-        };
-        let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
-        for (ns, ne, vs, ve) in ranges {
-            let name = HeaderName::from_bytes(&head[ns..ne])
-                .map_err(|_| Malformed("invalid response header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
-                .map_err(|_| Malformed("invalid response header value"))?;
-            headers.append(name, value);
-        }
-        return Ok(Some(Head {
+        let mut head = Head {
             status,
-            headers,
-            http10,
-        }));
+            headers: HeaderMap::new(),
+            http10: resp.version == Some(0),
+            close: false,
+            keep_alive: false,
+            transfer_chunked: None,
+            length: None,
+        };
+        // First pass: what this hop needs, and whether `Connection` names other headers.
+        let mut listed = false;
+        for h in resp.headers.iter() {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"connection") {
+                for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        head.close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        head.keep_alive = true;
+                    } else if !t.is_empty() {
+                        listed = true;
+                    }
+                }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // The last coding of the last header line decides.
+                if let Some(last) = h.value.rsplit(|&b| b == b',').next() {
+                    head.transfer_chunked =
+                        Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                }
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                for part in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    let n = std::str::from_utf8(part)
+                        .ok()
+                        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or(Malformed("invalid Content-Length"))?;
+                    if head.length.is_some_and(|l| l != n) {
+                        return Err(Malformed("conflicting Content-Length values"));
+                    }
+                    head.length = Some(n);
+                }
+            }
+        }
+        let named_by_connection = |name: &str| {
+            listed
+                && resp.headers.iter().any(|h| {
+                    h.name.eq_ignore_ascii_case("connection") && has_token(h.value, name.as_bytes())
+                })
+        };
+        // Second pass: the end-to-end headers, values sharing one allocation with the head (as
+        // hyper does). A length next to a transfer coding is meaningless and is not passed on.
+        let base = buf.as_ptr() as usize;
+        let mut keep: [(u32, u32, u32, u32); MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
+        let mut kept = 0;
+        for h in resp.headers.iter() {
+            if HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n))
+                || (head.transfer_chunked.is_some()
+                    && h.name.eq_ignore_ascii_case("content-length"))
+                || named_by_connection(h.name)
+            {
+                continue;
+            }
+            let n = h.name.as_ptr() as usize - base;
+            let v = h.value.as_ptr() as usize - base;
+            keep[kept] = (
+                n as u32,
+                (n + h.name.len()) as u32,
+                v as u32,
+                (v + h.value.len()) as u32,
+            );
+            kept += 1;
+        }
+        let bytes = buf.split_to(len).freeze();
+        head.headers.reserve(kept + 3);
+        for &(ns, ne, vs, ve) in &keep[..kept] {
+            let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
+            let name = HeaderName::from_bytes(&bytes[ns..ne])
+                .map_err(|_| Malformed("invalid response header name"))?;
+            let value = HeaderValue::from_maybe_shared(bytes.slice(vs..ve))
+                .map_err(|_| Malformed("invalid response header value"))?;
+            head.headers.append(name, value);
+        }
+        return Ok(Some(head));
     }
 }
 
@@ -491,20 +573,13 @@ impl WireBody {
         buf: BytesMut,
         home: Home,
         method: &Method,
-    ) -> Result<Response<WireBody>, WireError> {
-        let h = &head.headers;
-        let close = h
-            .get_all(CONNECTION)
-            .iter()
-            .any(|v| has_token(v.as_bytes(), b"close"));
+    ) -> Response<WireBody> {
         let keep_alive = if head.http10 {
-            h.get_all(CONNECTION)
-                .iter()
-                .any(|v| has_token(v.as_bytes(), b"keep-alive"))
+            head.keep_alive
         } else {
-            !close
+            !head.close
         };
-        let framing = framing(&head, method).map_err(WireError::send)?;
+        let framing = framing(&head, method);
         let mut body = WireBody {
             io: Some(io),
             buf,
@@ -519,7 +594,7 @@ impl WireBody {
         let mut resp = Response::new(body);
         *resp.status_mut() = head.status;
         *resp.headers_mut() = head.headers;
-        Ok(resp)
+        resp
     }
 
     /// The body is complete: the connection goes back to its pool when it can be reused.
@@ -688,44 +763,17 @@ fn has_token(v: &[u8], token: &[u8]) -> bool {
 }
 
 /// How the body of a response to `method` is delimited (RFC 9112 section 6.3).
-fn framing(head: &Head, method: &Method) -> Result<Framing, Malformed> {
+fn framing(head: &Head, method: &Method) -> Framing {
     let code = head.status.as_u16();
     if *method == Method::HEAD || code == 204 || code == 304 {
-        return Ok(Framing::Done);
+        return Framing::Done;
     }
-    let h = &head.headers;
-    if h.contains_key(TRANSFER_ENCODING) {
-        let last_is_chunked = h
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
-            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        return Ok(if last_is_chunked && !head.http10 {
-            Framing::Chunked(Chunk::Size)
-        } else {
-            Framing::Eof
-        });
+    match (head.transfer_chunked, head.length) {
+        (Some(true), _) if !head.http10 => Framing::Chunked(Chunk::Size),
+        (Some(_), _) => Framing::Eof,
+        (None, Some(n)) => Framing::Length(n),
+        (None, None) => Framing::Eof,
     }
-    let mut len: Option<u64> = None;
-    for v in h.get_all(CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            let n = std::str::from_utf8(part)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(Malformed("invalid Content-Length"))?;
-            if len.is_some_and(|l| l != n) {
-                return Err(Malformed("conflicting Content-Length values"));
-            }
-            len = Some(n);
-        }
-    }
-    Ok(match len {
-        Some(n) => Framing::Length(n),
-        None => Framing::Eof,
-    })
 }
 
 impl Body for WireBody {
@@ -1140,6 +1188,46 @@ mod tests {
             assert!(r.body().is_end_stream());
             assert_eq!(text(r).await, "");
         }
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn hop_by_hop_headers_stay_on_this_hop_and_the_rest_pass_in_order() {
+        let (addr, conns) = upstream(|_, r, _| {
+            Some(if r == 1 {
+                b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
+                  X-Hop: 1\r\nSet-Cookie: a\r\nSet-Cookie: b\r\nX-End: 2\r\n\
+                  Content-Length: 2\r\n\r\nok"
+                    .to_vec()
+            } else {
+                // A length next to a transfer coding is meaningless: not passed on.
+                b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\
+                  Trailer: x-t\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+                    .to_vec()
+            })
+        })
+        .await;
+        let pool = pool_for(addr, 1);
+        let r = post(&pool, 0).await.unwrap();
+        let names: Vec<_> = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("set-cookie", "a"),
+                ("set-cookie", "b"),
+                ("x-end", "2"),
+                ("content-length", "2")
+            ]
+        );
+        assert_eq!(text(r).await, "ok");
+        let r = post(&pool, 0).await.unwrap();
+        assert!(r.headers().is_empty(), "{:?}", r.headers());
+        assert_eq!(text(r).await, "ok");
+        // `Connection: keep-alive` and the chunked body both left the connection reusable.
         assert_eq!(conns.load(Ordering::SeqCst), 1);
     }
 
