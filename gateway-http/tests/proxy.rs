@@ -544,6 +544,28 @@ async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
 }
 
 #[tokio::test]
+async fn connections_that_are_silent_or_idle_do_not_hold_up_shutdown() {
+    let mut h = harness(GatewayConfig::default()).await;
+    // One connection that never says anything (protocol not yet known), one idle keep-alive
+    // HTTP/1.1 connection after a request.
+    let silent = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let mut idle = connect(h.addr).await;
+    let req = hyper::Request::post("/v1/chat/completions")
+        .body(Full::new(Bytes::from_static(br#"{"model":"a/echo"}"#)))
+        .unwrap();
+    let resp = idle.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = resp.into_body().collect().await.unwrap();
+    h.shutdown.take().unwrap().send(()).unwrap();
+    // Far below the 30 s grace period: neither connection is waited for.
+    tokio::time::timeout(Duration::from_secs(10), &mut h.server)
+        .await
+        .expect("server stopped without waiting out the grace period")
+        .unwrap();
+    drop(silent);
+}
+
+#[tokio::test]
 async fn provider_concurrency_limit_queues_then_answers_429() {
     let (up, up_addr) = start_upstream().await;
     let mut s = spec("lim", up_addr);
