@@ -39,6 +39,61 @@ pub fn liveness(s: LivenessState) -> Liveness {
     }
 }
 
+/// What the merged view reads from the hub: each host's liveness and its models' load states.
+/// Most deltas change neither (in-flight counts, perf samples, leases, `last_seen_at`, a model's
+/// timestamps move with every request on a busy host), and rebuilding the view for each of them
+/// would cost every `auto:*` decision a rebuild.
+#[derive(Debug, Default)]
+struct Watched {
+    live: HashMap<String, LivenessState>,
+    states: HashMap<(String, String), ModelState>,
+}
+
+impl Watched {
+    fn from_snapshot(hosts: &[HostSnapshot]) -> Self {
+        let mut w = Watched::default();
+        for h in hosts {
+            w.add_host(h);
+        }
+        w
+    }
+
+    fn add_host(&mut self, h: &HostSnapshot) {
+        self.live.insert(h.provider.clone(), h.liveness);
+        for (m, st) in &h.models {
+            self.states
+                .insert((h.provider.clone(), m.clone()), st.state);
+        }
+    }
+
+    /// Records `change` on `provider`; whether the merged view must be rebuilt.
+    fn apply(&mut self, provider: &str, change: &Change) -> bool {
+        match change {
+            Change::HostAdded { host } => {
+                self.add_host(host);
+                true
+            }
+            Change::HostRemoved => {
+                self.live.remove(provider);
+                self.states.retain(|(p, _), _| p != provider);
+                true
+            }
+            Change::Liveness { state, .. } => {
+                self.live.insert(provider.to_owned(), *state) != Some(*state)
+            }
+            Change::Model { model, status } => {
+                let key = (provider.to_owned(), model.clone());
+                self.states.insert(key, status.state) != Some(status.state)
+            }
+            Change::ModelRemoved { model } => {
+                self.states.remove(&(provider.to_owned(), model.clone()));
+                true
+            }
+            Change::InFlight { .. } | Change::Perf { .. } | Change::Lease { .. } => false,
+        }
+    }
+}
+
 /// The merged view, rebuilt lazily when the hub or the poller changed.
 struct Merged {
     generation: u64,
@@ -89,6 +144,7 @@ impl HubFleet {
             let generation = generation.clone();
             let load_ms = load_ms.clone();
             let hub = hub.clone();
+            let mut watched = Watched::from_snapshot(&snap.hosts);
             tokio::spawn(async move {
                 // When each model was last seen starting, to measure load times.
                 let mut starting: HashMap<(String, String), u64> = HashMap::new();
@@ -117,9 +173,13 @@ impl HubFleet {
                                     }
                                 }
                             }
-                            generation.fetch_add(1, Ordering::Release);
+                            if watched.apply(&d.provider, &d.change) {
+                                generation.fetch_add(1, Ordering::Release);
+                            }
                         }
                         Err(RecvError::Lagged(_)) => {
+                            // Deltas were missed: start over from the hub's state.
+                            watched = Watched::from_snapshot(&hub.snapshot().hosts);
                             generation.fetch_add(1, Ordering::Release);
                         }
                         Err(RecvError::Closed) => break,
@@ -242,6 +302,48 @@ mod tests {
 
     fn pid(s: &str) -> ProviderId {
         s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_liveness_and_load_state_changes_rebuild_the_view() {
+        let hub = Arc::new(FleetHub::new());
+        hub.apply(|f| ((), f.add_host("desk").into_iter().collect()));
+        hub.apply_many(|f| {
+            f.set_models(
+                "desk",
+                &[
+                    ("coder".into(), ModelState::Ready),
+                    ("chat".into(), ModelState::Stopped),
+                ],
+                1_000,
+            )
+        });
+        let live = HubFleet::new(hub.clone(), Arc::new(Fixed(Arc::new(Inventory::new()))));
+        let before = live.current();
+        // What moves with every request on a busy host.
+        for i in 0..20u32 {
+            assert!(hub.apply_one(|f| f.set_in_flight("desk", i + 1)).is_some());
+            let used = hub.apply_one(|f| f.model_used("desk", "coder", 2_000 + u64::from(i)));
+            assert!(used.is_some(), "a model delta that keeps the state");
+        }
+        // Then one load-state change.
+        hub.apply_one(|f| f.set_model_state("desk", "chat", ModelState::Starting, 3_000));
+        let m: ModelRef = "desk/chat".parse().unwrap();
+        let mut after = live.current();
+        for _ in 0..200 {
+            if after.inventory.state(&m) == Some(LoadState::Starting) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            after = live.current();
+        }
+        assert_eq!(after.inventory.state(&m), Some(LoadState::Starting));
+        // 41 deltas, one rebuild.
+        assert_eq!(after.generation, before.generation + 1);
+        assert!(
+            Arc::ptr_eq(&live.current(), &after),
+            "unchanged inputs reuse the view"
+        );
     }
 
     #[tokio::test]
