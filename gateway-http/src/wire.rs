@@ -111,6 +111,8 @@ pub(crate) struct WirePool {
     host: HeaderValue,
     connect_timeout: Duration,
     keepalive: Option<Duration>,
+    /// Idle connections older than this are closed ([`IDLE_TIMEOUT`]).
+    idle_timeout: Duration,
     slots: Box<[Mutex<Vec<Idle>>]>,
 }
 
@@ -142,6 +144,7 @@ impl WirePool {
             host,
             connect_timeout,
             keepalive,
+            idle_timeout: IDLE_TIMEOUT,
             slots: (0..slots.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
         })
     }
@@ -209,12 +212,14 @@ impl WirePool {
         out
     }
 
-    /// The first live idle connection of `slot`, dropping closed and expired ones.
+    /// The newest live idle connection of `slot`, dropping closed and expired ones.
     fn take(&self, slot: usize) -> Option<TcpStream> {
         let mut list = self.slots[slot].lock().unwrap_or_else(|e| e.into_inner());
         while let Some(c) = list.pop() {
-            if c.since.elapsed() > IDLE_TIMEOUT {
-                continue;
+            if c.since.elapsed() > self.idle_timeout {
+                // The ones below it are older still.
+                list.clear();
+                return None;
             }
             // Readiness is cached by the reactor: a live idle connection answers `WouldBlock`
             // without a syscall; one the upstream closed reads 0 (or stray bytes: unusable).
@@ -228,12 +233,17 @@ impl WirePool {
     }
 
     fn put(&self, slot: usize, io: TcpStream) {
+        let now = Instant::now();
         let mut list = self.slots[slot].lock().unwrap_or_else(|e| e.into_inner());
+        // `take` uses the newest first, so connections left over from a burst sink to the
+        // front: close those idle too long (one comparison when none is).
+        let expired = list
+            .iter()
+            .take_while(|c| now.duration_since(c.since) > self.idle_timeout)
+            .count();
+        list.drain(..expired);
         if list.len() < MAX_IDLE {
-            list.push(Idle {
-                io,
-                since: Instant::now(),
-            });
+            list.push(Idle { io, since: now });
         }
     }
 
@@ -1229,6 +1239,44 @@ mod tests {
         assert_eq!(text(r).await, "ok");
         // `Connection: keep-alive` and the chunked body both left the connection reusable.
         assert_eq!(conns.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_past_the_idle_timeout_are_closed_not_reused() {
+        let (addr, conns) = upstream(|n, _, _| Some(ok(&format!("c{n}")))).await;
+        let mut pool = WirePool::new(
+            addr.to_string().parse().unwrap(),
+            Duration::from_secs(2),
+            None,
+            1,
+        )
+        .unwrap();
+        pool.idle_timeout = Duration::from_millis(50);
+        let pool = Arc::new(pool);
+        // A burst leaves three idle connections.
+        let (a, b, c) = tokio::join!(post(&pool, 0), post(&pool, 0), post(&pool, 0));
+        for r in [a, b, c] {
+            let _ = text(r.unwrap()).await;
+        }
+        assert_eq!(pool.slots[0].lock().unwrap().len(), 3);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // All expired: a fresh connection, and the old ones are gone from the list.
+        assert_eq!(text(post(&pool, 0).await.unwrap()).await, "c4");
+        assert_eq!(conns.load(Ordering::SeqCst), 4);
+        assert_eq!(pool.slots[0].lock().unwrap().len(), 1);
+        // Within the timeout the connection is reused.
+        assert_eq!(text(post(&pool, 0).await.unwrap()).await, "c4");
+
+        // Steady traffic keeps reusing the newest; the rest of a burst is closed once it
+        // has been idle too long.
+        let (a, b) = tokio::join!(post(&pool, 0), post(&pool, 0));
+        let (_, _) = (text(a.unwrap()).await, text(b.unwrap()).await);
+        assert_eq!(pool.slots[0].lock().unwrap().len(), 2);
+        for _ in 0..15 {
+            let _ = text(post(&pool, 0).await.unwrap()).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(pool.slots[0].lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
