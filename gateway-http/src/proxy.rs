@@ -424,11 +424,13 @@ impl Inner {
         let uri = endpoint
             .uri(up_path, parts.uri.query())
             .map_err(|e| GatewayError::Config(format!("bad upstream URI: {e}")))?;
-        let headers = self.forward_headers(&parts.headers, up, peer, rid, new_body.len());
+        let headers = |f: &mut dyn FnMut(&HeaderName, &HeaderValue)| {
+            self.visit_forward_headers(&parts.headers, up, peer, rid, f)
+        };
 
         let t_sent = Instant::now();
         let first_byte = up.timeouts.first_byte;
-        let sent = up.client.request(Method::POST, uri, headers, new_body);
+        let sent = up.client.request(Method::POST, uri, &headers, new_body);
         let resp = match tokio::time::timeout(first_byte, sent).await {
             Err(_) => {
                 return Err(GatewayError::UpstreamTimeout {
@@ -465,51 +467,51 @@ impl Inner {
             .map_err(|e| GatewayError::Config(format!("response build failed: {e}")))
     }
 
-    fn forward_headers(
+    /// Visits the headers sent upstream: the client's, minus hop-by-hop ones (and those its
+    /// `Connection` names), `Host`, `Content-Length`, `Accept-Encoding`, its credentials when
+    /// the provider has its own key or the gateway checks client keys, and those set below;
+    /// then the provider's configured headers, `x-request-id` and `x-forwarded-for` (the
+    /// client's chain plus its address). The upstream client adds `Host` and the length.
+    pub(crate) fn visit_forward_headers(
         &self,
         src: &HeaderMap,
         up: &Upstream,
         peer: SocketAddr,
         rid: &HeaderValue,
-        len: usize,
-    ) -> HeaderMap {
-        let mut h = HeaderMap::with_capacity(src.len() + up.headers.len() + 4);
+        f: &mut dyn FnMut(&HeaderName, &HeaderValue),
+    ) {
         let strip_auth = up.has_api_key
             || !self.api_keys.is_empty()
             || up.headers.contains_key(header::AUTHORIZATION);
         let has_conn = src.contains_key(header::CONNECTION);
+        let provider_set = !up.headers.is_empty();
         for (k, v) in src {
             if is_hop_by_hop(k)
                 || k == header::HOST
                 || k == header::CONTENT_LENGTH
                 || k == header::ACCEPT_ENCODING
                 || k == X_FORWARDED_FOR
+                || k == X_REQUEST_ID
                 || (strip_auth && (k == header::AUTHORIZATION || k == X_API_KEY))
                 || (has_conn && connection_listed(src, k))
+                || (provider_set && up.headers.contains_key(k))
             {
                 continue;
             }
-            h.append(k.clone(), v.clone());
+            f(k, v);
         }
         for (k, v) in &up.headers {
-            h.insert(k.clone(), v.clone());
+            f(k, v);
         }
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        h.insert(X_REQUEST_ID.clone(), rid.clone());
+        f(&X_REQUEST_ID, rid);
         let ip = peer_ip_header(peer.ip());
-        match src.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) => {
-                if let Ok(v) =
-                    HeaderValue::from_str(&format!("{prev}, {}", ip.to_str().unwrap_or_default()))
-                {
-                    h.insert(X_FORWARDED_FOR.clone(), v);
-                }
-            }
-            None => {
-                h.insert(X_FORWARDED_FOR.clone(), ip);
-            }
-        }
-        h
+        let chained = src
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|prev| {
+                HeaderValue::from_str(&format!("{prev}, {}", ip.to_str().unwrap_or_default())).ok()
+            });
+        f(&X_FORWARDED_FOR, chained.as_ref().unwrap_or(&ip));
     }
 }
 

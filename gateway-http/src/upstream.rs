@@ -325,12 +325,13 @@ impl WorkerClients {
         self.slots[i].get_or_init(|| client_with(self.connector.clone()))
     }
 
-    /// Sends a request (absolute `uri`) over the calling thread's pool for its endpoint.
+    /// Sends a request (absolute `uri`) over the calling thread's pool for its endpoint;
+    /// `headers` visits the headers to send (`Host` and `Content-Length` are set here).
     pub(crate) fn request(
         &self,
         method: Method,
         uri: Uri,
-        headers: HeaderMap,
+        headers: crate::wire::Headers<'_>,
         body: Bytes,
     ) -> UpstreamFuture {
         if uri.scheme_str() == Some("http")
@@ -341,18 +342,24 @@ impl WorkerClients {
         {
             let pool = pool.clone();
             let slot = WORKER.with(Cell::get);
+            let target = uri.path_and_query().map_or("/", |p| p.as_str());
+            let head = pool.encode_head(&method, target, headers, body.len());
             return Box::pin(async move {
-                let target = uri.path_and_query().map_or("/", |p| p.as_str());
-                pool.send(slot, &method, target, &headers, &body)
+                pool.send(slot, &method, &head, &body)
                     .await
                     .map(|r| r.map(UpBody::Wire))
                     .map_err(UpstreamError::Pool)
             });
         }
+        let mut map = HeaderMap::new();
+        headers(&mut |k, v| {
+            map.append(k.clone(), v.clone());
+        });
+        map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         let mut req = http::Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
-        *req.headers_mut() = headers;
+        *req.headers_mut() = map;
         let fut = self.get().request(req);
         Box::pin(async move {
             let mut r = fut.await.map_err(UpstreamError::Client)?;

@@ -51,6 +51,9 @@ const READ_CHUNK: usize = 8 * 1024;
 /// Longest chunk-size line (size, extensions) or trailer line accepted.
 const MAX_LINE: usize = 4 * 1024;
 
+/// Visits the headers of a request: calls its argument once per header, in order.
+pub(crate) type Headers<'a> = &'a dyn Fn(&mut dyn FnMut(&HeaderName, &HeaderValue));
+
 /// Why a request got no response head.
 #[derive(Debug)]
 pub(crate) struct WireError {
@@ -154,23 +157,21 @@ impl WirePool {
         &self.authority
     }
 
-    /// Sends one request from worker list `slot`: `target` is the origin-form path and query.
+    /// Sends one request (`head` from [`WirePool::encode_head`]) from worker list `slot`.
     pub(crate) async fn send(
         self: Arc<Self>,
         slot: usize,
         method: &Method,
-        target: &str,
-        headers: &HeaderMap,
+        head: &[u8],
         body: &Bytes,
     ) -> Result<Response<WireBody>, WireError> {
         let slot = slot.min(self.slots.len() - 1);
-        let head = self.encode_head(method, target, headers, body.len());
         for fresh in [false, true] {
             let (io, reused) = match (!fresh).then(|| self.take(slot)).flatten() {
                 Some(io) => (io, true),
                 None => (self.connect().await?, false),
             };
-            match exchange(io, &head, body).await {
+            match exchange(io, head, body).await {
                 Ok((head, io, buf)) => {
                     let home = Home {
                         pool: self.clone(),
@@ -189,21 +190,28 @@ impl WirePool {
         Err(WireError::send("request was not sent"))
     }
 
-    fn encode_head(&self, method: &Method, target: &str, h: &HeaderMap, len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128 + target.len() + h.len() * 40);
+    /// The request head: `target` is the origin-form path and query; `headers` visits the
+    /// headers to send (written as they come, no header map in between). `Host` comes from
+    /// this pool and the length from `len`; visited `Host`, `Content-Length` and
+    /// `Transfer-Encoding` headers are left out.
+    pub(crate) fn encode_head(
+        &self,
+        method: &Method,
+        target: &str,
+        headers: Headers<'_>,
+        len: usize,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + target.len());
         out.extend_from_slice(method.as_str().as_bytes());
         out.push(b' ');
         out.extend_from_slice(if target.is_empty() { "/" } else { target }.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        if !h.contains_key(HOST) {
-            push_header(&mut out, HOST.as_str(), self.host.as_bytes());
-        }
-        for (k, v) in h {
-            if k == CONTENT_LENGTH || k == TRANSFER_ENCODING {
-                continue;
+        push_header(&mut out, HOST.as_str(), self.host.as_bytes());
+        headers(&mut |k, v| {
+            if k != HOST && k != CONTENT_LENGTH && k != TRANSFER_ENCODING {
+                push_header(&mut out, k.as_str(), v.as_bytes());
             }
-            push_header(&mut out, k.as_str(), v.as_bytes());
-        }
+        });
         if len > 0 || !matches!(*method, Method::GET | Method::HEAD) {
             let mut n = itoa_buf(len);
             push_header(&mut out, CONTENT_LENGTH.as_str(), n.as_bytes_mut());
@@ -939,15 +947,17 @@ mod tests {
     async fn post(pool: &Arc<WirePool>, slot: usize) -> Result<Response<WireBody>, WireError> {
         let mut h = HeaderMap::new();
         h.insert("x-test", HeaderValue::from_static("1"));
-        pool.clone()
-            .send(
-                slot,
-                &Method::POST,
-                "/v1/x",
-                &h,
-                &Bytes::from_static(b"{\"a\":1}"),
-            )
-            .await
+        // Left out: the pool sets Host and the length itself.
+        h.insert(HOST, HeaderValue::from_static("elsewhere"));
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
+        let body = Bytes::from_static(b"{\"a\":1}");
+        let visit = |f: &mut dyn FnMut(&HeaderName, &HeaderValue)| {
+            for (k, v) in &h {
+                f(k, v);
+            }
+        };
+        let head = pool.encode_head(&Method::POST, "/v1/x", &visit, body.len());
+        pool.clone().send(slot, &Method::POST, &head, &body).await
     }
 
     async fn text(r: Response<WireBody>) -> String {
@@ -962,6 +972,10 @@ mod tests {
             assert!(head.contains("\r\nhost: 127.0.0.1:"), "{head}");
             assert!(head.contains("\r\nx-test: 1\r\n"), "{head}");
             assert!(head.contains("\r\ncontent-length: 7\r\n"), "{head}");
+            assert!(
+                !head.contains("elsewhere") && !head.contains("999"),
+                "{head}"
+            );
             Some(ok("fine"))
         })
         .await;

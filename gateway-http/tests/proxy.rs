@@ -468,7 +468,44 @@ async fn provider_key_replaces_client_authorization() {
     let seen = h.b.seen.lock().unwrap()[0].clone();
     assert_eq!(seen.path, "/v1/embeddings");
     assert_eq!(seen.headers["authorization"], "Bearer sk-provider-secret");
+    assert_eq!(seen.headers.get_all("authorization").iter().count(), 1);
     assert!(seen.headers.get("x-api-key").is_none());
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_set_once_and_the_client_chain_is_extended() {
+    let h = harness(GatewayConfig::default()).await;
+    let (s, _, _) = post(
+        h.addr,
+        "/v1/chat/completions",
+        &[
+            ("x-request-id", "rid-9"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("host", "client.example"),
+            ("accept-encoding", "gzip"),
+            ("x-custom", "kept"),
+        ],
+        r#"{"model":"a/echo"}"#,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let seen = h.a.seen.lock().unwrap()[0].clone();
+    let all = |k: &str| -> Vec<String> {
+        seen.headers
+            .get_all(k)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(all("x-request-id"), ["rid-9"]);
+    assert_eq!(all("x-forwarded-for"), ["10.0.0.1, 127.0.0.1"]);
+    assert_eq!(all("x-custom"), ["kept"]);
+    assert_eq!(all("content-length"), [r#"{"model":"echo"}"#.len().to_string()]);
+    // Host names the upstream, not the client's view of the gateway.
+    let host = all("host");
+    assert_eq!(host.len(), 1);
+    assert!(host[0].starts_with("127.0.0.1:"), "{host:?}");
+    assert!(all("accept-encoding").is_empty());
 }
 
 #[tokio::test]

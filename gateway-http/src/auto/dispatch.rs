@@ -219,8 +219,10 @@ impl Inner {
         let uri = endpoint
             .uri(up_path, parts.uri.query())
             .map_err(|_| Outcome::Refused)?;
-        let headers = self.forward_headers(&parts.headers, up, peer, rid, new_body.len());
-        let fut = up.client.request(Method::POST, uri, headers, new_body);
+        let headers = |f: &mut dyn FnMut(&HeaderName, &HeaderValue)| {
+            self.visit_forward_headers(&parts.headers, up, peer, rid, f)
+        };
+        let fut = up.client.request(Method::POST, uri, &headers, new_body);
         tokio::pin!(fut);
         // One timer for the first-byte deadline (re-armed only when the deadline moves) and
         // the router's shared tick for the load-state checks: no short timer per attempt.
