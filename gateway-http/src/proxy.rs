@@ -851,50 +851,9 @@ pub(crate) struct ProxyStream {
 const COALESCE_MAX: usize = 8 * 1024;
 
 /// Data held back by [`ProxyStream`] while it gives the upstream connection task a turn.
-#[derive(Default)]
-enum Held {
-    #[default]
-    Empty,
-    /// One chunk, kept without copying.
-    One(Bytes),
-    /// Several chunks, joined.
-    Many(bytes::BytesMut),
-}
+type Held = crate::wire::Joined;
 
 impl Held {
-    fn len(&self) -> usize {
-        match self {
-            Held::Empty => 0,
-            Held::One(b) => b.len(),
-            Held::Many(b) => b.len(),
-        }
-    }
-
-    fn push(&mut self, d: Bytes) {
-        *self = match std::mem::take(self) {
-            Held::Empty => Held::One(d),
-            Held::One(first) => {
-                let mut m = bytes::BytesMut::with_capacity((first.len() + d.len()) * 4);
-                m.extend_from_slice(&first);
-                m.extend_from_slice(&d);
-                Held::Many(m)
-            }
-            Held::Many(mut m) => {
-                m.extend_from_slice(&d);
-                Held::Many(m)
-            }
-        }
-    }
-
-    /// Takes what is held (`None` when nothing is).
-    fn take(&mut self) -> Option<Bytes> {
-        match std::mem::take(self) {
-            Held::Empty => None,
-            Held::One(b) => Some(b),
-            Held::Many(m) => Some(m.freeze()),
-        }
-    }
-
     /// Takes what is held as the next body frame.
     fn frame(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
         self.take().map(|b| Ok(Frame::data(b)))

@@ -650,7 +650,7 @@ impl WireBody {
     }
 
     fn drain_chunked(&mut self, mut state: Chunk) -> Result<Option<Bytes>, Malformed> {
-        let mut out = Gather::Empty;
+        let mut out = Joined::Empty;
         loop {
             match state {
                 Chunk::Size => {
@@ -702,35 +702,53 @@ impl WireBody {
     }
 }
 
-/// Joins the data of several chunks that arrived in one read (one chunk: no copy).
-enum Gather {
+/// Byte chunks joined lazily: one chunk is kept without copying, a second starts a joined
+/// buffer. Used for the chunks one read brought, and by the proxy for chunks it holds back.
+#[derive(Debug, Default)]
+pub(crate) enum Joined {
+    /// Nothing.
+    #[default]
     Empty,
+    /// One chunk, kept without copying.
     One(Bytes),
+    /// Several chunks, joined.
     Many(BytesMut),
 }
 
-impl Gather {
-    fn push(&mut self, d: Bytes) {
-        *self = match std::mem::replace(self, Gather::Empty) {
-            Gather::Empty => Gather::One(d),
-            Gather::One(a) => {
-                let mut m = BytesMut::with_capacity((a.len() + d.len()) * 2);
-                m.extend_from_slice(&a);
+impl Joined {
+    /// Bytes held.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Joined::Empty => 0,
+            Joined::One(b) => b.len(),
+            Joined::Many(b) => b.len(),
+        }
+    }
+
+    /// Appends a chunk.
+    pub(crate) fn push(&mut self, d: Bytes) {
+        *self = match std::mem::take(self) {
+            Joined::Empty => Joined::One(d),
+            Joined::One(first) => {
+                // Room for more: chunks rarely come alone once a second one has.
+                let mut m = BytesMut::with_capacity((first.len() + d.len()) * 4);
+                m.extend_from_slice(&first);
                 m.extend_from_slice(&d);
-                Gather::Many(m)
+                Joined::Many(m)
             }
-            Gather::Many(mut m) => {
+            Joined::Many(mut m) => {
                 m.extend_from_slice(&d);
-                Gather::Many(m)
+                Joined::Many(m)
             }
         }
     }
 
-    fn take(&mut self) -> Option<Bytes> {
-        match std::mem::replace(self, Gather::Empty) {
-            Gather::Empty => None,
-            Gather::One(b) => Some(b),
-            Gather::Many(m) => Some(m.freeze()),
+    /// Takes what is held (`None` when nothing is).
+    pub(crate) fn take(&mut self) -> Option<Bytes> {
+        match std::mem::take(self) {
+            Joined::Empty => None,
+            Joined::One(b) => Some(b),
+            Joined::Many(m) => Some(m.freeze()),
         }
     }
 }

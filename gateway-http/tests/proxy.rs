@@ -500,7 +500,10 @@ async fn forwarding_headers_are_set_once_and_the_client_chain_is_extended() {
     assert_eq!(all("x-request-id"), ["rid-9"]);
     assert_eq!(all("x-forwarded-for"), ["10.0.0.1, 127.0.0.1"]);
     assert_eq!(all("x-custom"), ["kept"]);
-    assert_eq!(all("content-length"), [r#"{"model":"echo"}"#.len().to_string()]);
+    assert_eq!(
+        all("content-length"),
+        [r#"{"model":"echo"}"#.len().to_string()]
+    );
     // Host names the upstream, not the client's view of the gateway.
     let host = all("host");
     assert_eq!(host.len(), 1);
