@@ -250,9 +250,7 @@ async fn a_loading_model_does_not_use_up_the_first_byte_budget_when_cold_starts_
 
     // The dispatch log shows why: a first-byte timeout on desk, then laptop; and the load
     // wait excluded from the budget.
-    let (s, b) = common::get(addr, "/api/routing/log").await;
-    assert_eq!(s, 200);
-    let log: Value = serde_json::from_slice(&b).unwrap();
+    let log = log_with(addr, None, "", 2).await;
     let entry = |p: &str| {
         log["entries"]
             .as_array()
@@ -376,6 +374,24 @@ fn pair(n: &str, o: &str) -> (String, String) {
     (n.to_string(), o.to_string())
 }
 
+/// The routing log (`query` appended to its path, read with client key `key`) once it holds
+/// `n` entries, else as it is after 2 s: a dispatch is logged right after its response is written, so it may trail the
+/// client by a moment.
+async fn log_with(a: SocketAddr, key: Option<&str>, query: &str, n: usize) -> Value {
+    let path = format!("/api/routing/log{query}");
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        let (s, v) = send(a, "GET", &path, key, "").await;
+        assert_eq!(s, 200, "{v}");
+        if v["entries"].as_array().is_some_and(|e| e.len() >= n) {
+            return v;
+        }
+        last = v;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    last
+}
+
 async fn policies_and_log_survive_a_restart(reopen: impl Fn() -> Fn2) {
     let desk = host("desk", vec![model("coder", 10), model("small", 10)]).await;
     let gw = stored_gateway(&desk, reopen().await).await;
@@ -465,7 +481,7 @@ async fn policies_and_log_survive_a_restart(reopen: impl Fn() -> Fn2) {
     assert_eq!(h["x-boo-model"], "desk/small", "the override routes");
     let (s, _, _) = post(a, "/v1/chat/completions", &auth, &chat("auto:fast")).await;
     assert_eq!(s, 200);
-    let (_, before) = send(a, "GET", "/api/routing/log", Some(CLIENT), "").await;
+    let before = log_with(a, Some(CLIENT), "", 2).await;
     assert_eq!(before["entries"].as_array().unwrap().len(), 2, "{before}");
     gw.stop().await;
 
@@ -484,7 +500,7 @@ async fn policies_and_log_survive_a_restart(reopen: impl Fn() -> Fn2) {
     let (s, h, _) = post(a, "/v1/chat/completions", &auth, &chat("auto")).await;
     assert_eq!((s, h["x-boo-model"].to_str().unwrap()), (200, "desk/small"));
     // The log came back from the store (plus the new dispatch), newest first.
-    let (_, log) = send(a, "GET", "/api/routing/log?policy=auto", Some(CLIENT), "").await;
+    let log = log_with(a, Some(CLIENT), "?policy=auto", 2).await;
     let entries = log["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{log}");
     assert_eq!(log["stored"], true);
