@@ -36,8 +36,6 @@ static X_BOO_MODEL: HeaderName = HeaderName::from_static("x-boo-model");
 static X_BOO_OVERHEAD: HeaderName = HeaderName::from_static("x-boo-overhead-ms");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// What a path maps to.
 enum Route {
@@ -88,15 +86,7 @@ pub(crate) fn valid_source(v: &[u8]) -> bool {
 }
 
 fn is_hop_by_hop(k: &HeaderName) -> bool {
-    k == header::CONNECTION
-        || k == KEEP_ALIVE
-        || k == PROXY_CONNECTION
-        || k == header::PROXY_AUTHENTICATE
-        || k == header::PROXY_AUTHORIZATION
-        || k == header::TE
-        || k == header::TRAILER
-        || k == header::TRANSFER_ENCODING
-        || k == header::UPGRADE
+    crate::wire::is_hop_by_hop(k.as_str())
 }
 
 /// Removes the hop-by-hop headers from `h`, those a `Connection` header names included (a
@@ -130,12 +120,9 @@ fn client_headers(mut h: HeaderMap, up: &Upstream, model: &str) -> HeaderMap {
 
 /// Header names listed in a `Connection` header (also hop-by-hop).
 fn connection_listed(h: &HeaderMap, k: &HeaderName) -> bool {
-    h.get_all(header::CONNECTION).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case(k.as_str()))
-        })
-    })
+    h.get_all(header::CONNECTION)
+        .iter()
+        .any(|v| crate::wire::has_token(v.as_bytes(), k.as_str().as_bytes()))
 }
 
 impl Inner {

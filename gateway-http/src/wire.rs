@@ -416,7 +416,8 @@ async fn write_all2(io: &mut TcpStream, a: &[u8], b: &[u8]) -> std::io::Result<(
     Ok(())
 }
 
-/// Hop-by-hop response headers (RFC 9110 section 7.6.1, plus the legacy ones): consumed here.
+/// Hop-by-hop headers (RFC 9110 section 7.6.1, plus the legacy ones): never forwarded, in
+/// either direction; in responses this client consumes them.
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
@@ -428,6 +429,11 @@ const HOP_BY_HOP: [&str; 9] = [
     "transfer-encoding",
     "upgrade",
 ];
+
+/// Whether a header name (any case) is hop-by-hop.
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
 
 /// Parses a complete final response head off the front of `buf` (informational 1xx heads are
 /// consumed and skipped); `None` when more bytes are needed.
@@ -510,7 +516,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Malformed> {
         let mut keep: [(u32, u32, u32, u32); MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
         let mut kept = 0;
         for h in resp.headers.iter() {
-            if HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n))
+            if is_hop_by_hop(h.name)
                 || (head.transfer_chunked.is_some()
                     && h.name.eq_ignore_ascii_case("content-length"))
                 || named_by_connection(h.name)
@@ -793,7 +799,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, Malformed> {
 }
 
 /// Whether a comma-separated header value lists `token` (ASCII case-insensitive).
-fn has_token(v: &[u8], token: &[u8]) -> bool {
+pub(crate) fn has_token(v: &[u8], token: &[u8]) -> bool {
     v.split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
