@@ -50,6 +50,7 @@ mod scan;
 mod server;
 mod skim;
 pub mod slice;
+mod spin;
 pub mod store_api;
 mod telemetry;
 mod upstream;
@@ -84,7 +85,16 @@ pub struct GatewayConfig {
     pub api_keys: Vec<String>,
     /// How long in-flight requests may run after shutdown starts (default 30 s).
     pub shutdown_grace: Duration,
+    /// Busy-poll budget of a worker thread that serves a single connection
+    /// ([`Gateway::serve_workers`] only; default [`DEFAULT_WORKER_SPIN`], `ZERO` = never spin).
+    /// Such a worker reads its sockets without parking for up to this long before it sleeps,
+    /// which saves the wake-ups that dominate latency at low concurrency; with two or more
+    /// connections on a worker it never spins. Read when the workers start (not hot-reloaded).
+    pub worker_spin: Duration,
 }
+
+/// Default [`GatewayConfig::worker_spin`]: 50 µs.
+pub const DEFAULT_WORKER_SPIN: Duration = Duration::from_micros(50);
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -92,6 +102,7 @@ impl Default for GatewayConfig {
             max_body_bytes: 32 * 1024 * 1024,
             api_keys: Vec::new(),
             shutdown_grace: Duration::from_secs(30),
+            worker_spin: DEFAULT_WORKER_SPIN,
         }
     }
 }
@@ -277,6 +288,7 @@ impl Inner {
         Inner {
             cfg: GatewayConfig {
                 shutdown_grace: self.cfg.shutdown_grace,
+                worker_spin: self.cfg.worker_spin,
                 ..routes.cfg.clone()
             },
             router: routes.router.clone(),
@@ -308,6 +320,8 @@ pub fn default_workers() -> usize {
 /// The response body type of every gateway response: a full buffer or a proxied stream.
 pub struct RespBody {
     kind: BodyKind,
+    /// Marks the request open on its worker thread until the body is dropped (see `spin`).
+    active: Option<spin::Active>,
 }
 
 enum BodyKind {
@@ -326,17 +340,24 @@ impl RespBody {
     pub(crate) fn full(b: Bytes) -> Self {
         Self {
             kind: BodyKind::Full(Some(b)),
+            active: None,
         }
     }
     pub(crate) fn proxy(s: Box<proxy::ProxyStream>) -> Self {
         Self {
             kind: BodyKind::Proxy(s),
+            active: None,
         }
     }
     pub(crate) fn control(c: control::ControlBody) -> Self {
         Self {
             kind: BodyKind::Control(c),
+            active: None,
         }
+    }
+    /// Keeps `a` (the request's open mark) until this body is dropped.
+    pub(crate) fn hold(&mut self, a: spin::Active) {
+        self.active = Some(a);
     }
 }
 
@@ -411,6 +432,8 @@ pub struct RunOptions {
     pub config_file: Option<std::path::PathBuf>,
     /// How often `config_file` is checked (default 2 s).
     pub reload_every: Duration,
+    /// [`GatewayConfig::worker_spin`] (default [`DEFAULT_WORKER_SPIN`]).
+    pub worker_spin: Duration,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -436,6 +459,7 @@ impl RunOptions {
             workers: default_workers(),
             config_file: None,
             reload_every: Duration::from_secs(2),
+            worker_spin: DEFAULT_WORKER_SPIN,
         }
     }
 
@@ -527,6 +551,7 @@ where
         store_api: wiring.as_ref().map(|w| w.api.clone()),
         control: control.clone(),
         poll_every: opts.poll_every,
+        worker_spin: opts.worker_spin,
     };
     let routes = build.build(reg.clone()).await?;
     let gw = Gateway::with_upstreams(
@@ -605,6 +630,7 @@ struct RouteBuilder {
     store_api: Option<Arc<StoreApi>>,
     control: Option<control::ControlApi>,
     poll_every: Duration,
+    worker_spin: Duration,
 }
 
 impl RouteBuilder {
@@ -640,6 +666,7 @@ impl RouteBuilder {
                 .map(|k| k.expose().to_string())
                 .filter(|k| !k.is_empty())
                 .collect(),
+            worker_spin: self.worker_spin,
             ..GatewayConfig::default()
         };
         let poller_fleet: Arc<dyn auto::LiveFleet> =

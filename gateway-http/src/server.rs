@@ -42,10 +42,15 @@ fn spawn_conn(
     let svc = service_fn(move |req| {
         // The current generation (hot reload swaps it; this request keeps the one it got).
         let inner = current(&slot);
-        async move { Ok::<_, Infallible>(inner.handle(req, peer).await) }
+        let active = crate::spin::Active::new();
+        async move {
+            let mut r = inner.handle(req, peer).await;
+            r.body_mut().hold(active);
+            Ok::<_, Infallible>(r)
+        }
     });
     let conn = builder
-        .serve_connection(TokioIo::new(stream), svc)
+        .serve_connection(TokioIo::new(crate::spin::SpinStream::new(stream)), svc)
         .into_owned();
     let fut = graceful.watch(conn);
     tokio::spawn(async move {
@@ -227,6 +232,7 @@ where
 /// One worker thread: serves the connections it is handed until the channel closes, then lets
 /// in-flight requests finish for up to the grace period.
 async fn worker(slot: Slot, mut rx: mpsc::UnboundedReceiver<Handoff>) {
+    crate::spin::count_on_this_thread(current(&slot).cfg.worker_spin);
     let builder = builder();
     let graceful = GracefulShutdown::new();
     // Keeps a near timer armed on this runtime. tokio wakes its own driver (an eventfd write

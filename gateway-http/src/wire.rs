@@ -355,7 +355,11 @@ async fn exchange(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_CHUNK);
         }
-        let n = match io.read_buf(&mut buf).await {
+        let got = match crate::spin::spin_read_buf(&io, &mut buf, 1) {
+            Some(r) => r,
+            None => io.read_buf(&mut buf).await,
+        };
+        let n = match got {
             Ok(n) => n,
             Err(e) if buf.is_empty() => return Err(stale_or_failed(e)),
             Err(e) => return Err(Exchange::Failed(e.into())),
