@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -94,17 +93,53 @@ impl HostClient {
 
     /// Opens a streaming `GET` (for `/api/events`): only the response head is bounded by the
     /// timeout; the body has no read timeout (the stream is silent when idle).
+    ///
+    /// The stream runs on its own connection through [`crate::wire`], whose body reads the
+    /// socket whenever it is polled: a caller that reads at its own pace (the connector reads
+    /// once per `event_batch` window) gets everything that arrived meanwhile in a few reads,
+    /// with no connection task reading one chunk ahead in between.
     pub async fn open_stream(
         &self,
         url: &str,
         headers: &[(String, String)],
-    ) -> Result<hyper::Response<Incoming>, String> {
-        let mut req = self.request(hyper::Method::GET, url, headers, None)?;
-        req.headers_mut().insert(
-            "accept",
+    ) -> Result<hyper::Response<crate::wire::WireBody>, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("bad request for {}: {e}", redact(url)))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!("{}: only http:// hosts are followed", redact(url)));
+        }
+        let (Some(authority), Some(target)) = (uri.authority(), uri.path_and_query()) else {
+            return Err(format!("bad request for {}: no host", redact(url)));
+        };
+        let pool = crate::wire::WirePool::new(
+            authority.clone(),
+            self.timeout,
+            Some(Duration::from_secs(30)),
+            1,
+        )
+        .ok_or_else(|| format!("bad request for {}: bad host", redact(url)))?;
+        let mut parsed = Vec::with_capacity(headers.len() + 1);
+        for (k, v) in headers {
+            let k = http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| format!("bad request for {}: header {k}: {e}", redact(url)))?;
+            let v = http::HeaderValue::from_str(v)
+                .map_err(|e| format!("bad request for {}: header {k}: {e}", redact(url)))?;
+            parsed.push((k, v));
+        }
+        parsed.push((
+            http::header::ACCEPT,
             http::HeaderValue::from_static("text/event-stream"),
-        );
-        tokio::time::timeout(self.timeout, self.inner.request(req))
+        ));
+        let visit = |f: &mut dyn FnMut(&http::HeaderName, &http::HeaderValue)| {
+            for (k, v) in &parsed {
+                f(k, v);
+            }
+        };
+        let head = pool.encode_head(&hyper::Method::GET, target.as_str(), &visit, 0);
+        let empty = Bytes::new();
+        let send = std::sync::Arc::new(pool).send(0, &hyper::Method::GET, &head, &empty);
+        tokio::time::timeout(self.timeout, send)
             .await
             .map_err(|_| format!("{}: timed out after {:?}", redact(url), self.timeout))?
             .map_err(|e| format!("{}: {e}", redact(url)))

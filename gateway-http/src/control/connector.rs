@@ -22,6 +22,7 @@ use boo_fleet_core::{
 };
 use boo_telemetry_store::{HostActivity, Store};
 use chrono::{DateTime, Utc};
+use http_body::Body;
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -347,6 +348,9 @@ impl Conn {
         // fetch, so a busy host costs at most one range request per window.
         let mut fetch_at: Option<tokio::time::Instant> = None;
         let mut last_fetch: Option<tokio::time::Instant> = None;
+        // When the event stream may be read again (see `ControlConfig::event_batch`).
+        let mut read_after: Option<tokio::time::Instant> = None;
+        let event_batch = self.ctx.cfg.event_batch;
         loop {
             if self.announced.is_some() && fetch_at.is_none() {
                 let now = tokio::time::Instant::now();
@@ -361,42 +365,63 @@ impl Conn {
                     last_fetch = Some(tokio::time::Instant::now());
                     self.fetch_announced().await;
                 }
-                frame = tokio::time::timeout(quiet, body.frame()) => {
-                    let frame = match frame {
-                        Err(_) => {
-                            // Silent for a while: llama-swap sends no pings, so ask /health.
-                            match self.get("/health").await {
-                                Ok(a) if a.status == 200 => {
-                                    self.observe(LivenessInput::Event);
-                                    continue;
-                                }
-                                Ok(a) => return Ended::Dropped(format!("/health answered {}", a.status)),
-                                Err(e) => return Ended::Dropped(e),
+                frames = paced_frames(&mut body, read_after, quiet) => {
+                    let Ok(frames) = frames else {
+                        // Silent for a while: llama-swap sends no pings, so ask /health.
+                        match self.get("/health").await {
+                            Ok(a) if a.status == 200 => {
+                                self.observe(LivenessInput::Event);
+                                continue;
                             }
+                            Ok(a) => return Ended::Dropped(format!("/health answered {}", a.status)),
+                            Err(e) => return Ended::Dropped(e),
                         }
-                        Ok(None) => return Ended::Dropped("event stream ended".into()),
-                        Ok(Some(Err(e))) => return Ended::Dropped(format!("event stream: {e}")),
-                        Ok(Some(Ok(f))) => f,
                     };
-                    let Ok(data) = frame.into_data() else { continue };
-                    let msgs = match dec.push(&data) {
-                        Ok(m) => m,
-                        Err(e) => return Ended::Dropped(format!("event stream: {e}")),
-                    };
-                    if msgs.is_empty() {
-                        continue;
-                    }
-                    self.observe(LivenessInput::Event);
-                    for m in msgs {
-                        match parse_event(&m.data) {
-                            Ok(ev) => self.handle_event(ev, &mut inflight).await,
-                            Err(e) => tracing::debug!(provider = %self.provider(), error = %e, "unparsed event"),
+                    for frame in frames {
+                        if let Err(ended) = self.take_frame(frame, &mut dec, &mut inflight).await {
+                            return ended;
                         }
                     }
+                    read_after = (!event_batch.is_zero())
+                        .then(|| tokio::time::Instant::now() + event_batch);
                 }
                 _ = perf_tick.tick(), if has_perf => self.poll_perf().await,
             }
         }
+    }
+
+    /// Handles one frame of the event stream; `Err` ends the session.
+    async fn take_frame(
+        &mut self,
+        frame: FrameOf<crate::wire::WireBody>,
+        dec: &mut SseDecoder,
+        inflight: &mut InFlightTracker,
+    ) -> Result<(), Ended> {
+        let frame = match frame {
+            None => return Err(Ended::Dropped("event stream ended".into())),
+            Some(Err(e)) => return Err(Ended::Dropped(format!("event stream: {e}"))),
+            Some(Ok(f)) => f,
+        };
+        let Ok(data) = frame.into_data() else {
+            return Ok(());
+        };
+        let msgs = match dec.push(&data) {
+            Ok(m) => m,
+            Err(e) => return Err(Ended::Dropped(format!("event stream: {e}"))),
+        };
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        self.observe(LivenessInput::Event);
+        for m in msgs {
+            match parse_event(&m.data) {
+                Ok(ev) => self.handle_event(ev, inflight).await,
+                Err(e) => {
+                    tracing::debug!(provider = %self.provider(), error = %e, "unparsed event")
+                }
+            }
+        }
+        Ok(())
     }
 
     /// One poll of a llama-server host.
@@ -437,6 +462,36 @@ impl Conn {
             tokio::time::sleep(Duration::from_millis(wait)).await;
         }
     }
+}
+
+/// One frame of a body, as `Body::frame` gives it (`None`: the body ended).
+type FrameOf<B> = Option<Result<hyper::body::Frame<<B as Body>::Data>, <B as Body>::Error>>;
+
+/// The event stream's next batch: waits until `after` (if set), then up to `quiet` for a
+/// frame, then takes every further frame that is already there without waiting (stopping
+/// after the end or an error). `Err`: `quiet` passed without a frame.
+async fn paced_frames<B: Body + Unpin>(
+    body: &mut B,
+    after: Option<tokio::time::Instant>,
+    quiet: Duration,
+) -> Result<Vec<FrameOf<B>>, tokio::time::error::Elapsed> {
+    if let Some(t) = after {
+        tokio::time::sleep_until(t).await;
+    }
+    let first = tokio::time::timeout(quiet, body.frame()).await?;
+    let mut out = Vec::with_capacity(4);
+    let mut more = matches!(first, Some(Ok(_)));
+    out.push(first);
+    while more {
+        match futures::FutureExt::now_or_never(body.frame()) {
+            Some(f) => {
+                more = matches!(f, Some(Ok(_)));
+                out.push(f);
+            }
+            None => more = false,
+        }
+    }
+    Ok(out)
 }
 
 /// Runs one host's connector until the task is aborted.
@@ -553,4 +608,96 @@ fn to_perf_rows(
                 .unwrap_or_default(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use futures::channel::mpsc;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use std::convert::Infallible;
+
+    type Tx = mpsc::UnboundedSender<Result<Frame<Bytes>, Infallible>>;
+    type TestBody = StreamBody<mpsc::UnboundedReceiver<Result<Frame<Bytes>, Infallible>>>;
+
+    fn body() -> (Tx, TestBody) {
+        let (tx, rx) = mpsc::unbounded();
+        (tx, StreamBody::new(rx))
+    }
+
+    fn send(tx: &Tx, s: &'static str) {
+        tx.unbounded_send(Ok(Frame::data(Bytes::from_static(s.as_bytes()))))
+            .unwrap();
+    }
+
+    fn texts(frames: &[FrameOf<TestBody>]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| match f {
+                Some(Ok(f)) => String::from_utf8_lossy(f.data_ref().unwrap()).into_owned(),
+                Some(Err(e)) => match *e {},
+                None => "<end>".into(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn events_that_arrived_meanwhile_are_taken_as_one_batch() {
+        let (tx, mut b) = body();
+        for s in ["a", "b", "c"] {
+            send(&tx, s);
+        }
+        let got = paced_frames(&mut b, None, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(texts(&got), ["a", "b", "c"]);
+        // The end of the stream is part of the batch it came with.
+        send(&tx, "d");
+        drop(tx);
+        let got = paced_frames(&mut b, None, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(texts(&got), ["d", "<end>"]);
+    }
+
+    #[tokio::test]
+    async fn the_next_read_waits_for_its_window_then_takes_everything_that_came() {
+        let (tx, mut b) = body();
+        let window = Duration::from_millis(200);
+        let after = tokio::time::Instant::now() + window;
+        let t0 = std::time::Instant::now();
+        let sender = tokio::spawn(async move {
+            send(&tx, "x");
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            send(&tx, "y");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            send(&tx, "z");
+            tx
+        });
+        let got = paced_frames(&mut b, Some(after), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(t0.elapsed() >= window, "read before the window ended");
+        assert_eq!(texts(&got), ["x", "y"]);
+        // A frame that comes after a quiet spell (no window pending) is taken at once.
+        let got = paced_frames(&mut b, None, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(texts(&got), ["z"]);
+        drop(sender.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_silent_stream_times_out_after_the_quiet_period() {
+        let (_tx, mut b) = body();
+        let t0 = std::time::Instant::now();
+        assert!(
+            paced_frames(&mut b, None, Duration::from_millis(50))
+                .await
+                .is_err()
+        );
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+    }
 }

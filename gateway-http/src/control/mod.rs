@@ -165,6 +165,12 @@ pub struct ControlConfig {
     /// a busy host costs one `/api/metrics/activity` range request per window instead of one
     /// per proxied request.
     pub activity_batch: Duration,
+    /// A llama-swap host's event stream is read at most once per this window (default 10 ms):
+    /// after a read's events are handled, the next read waits until the window has passed, so
+    /// on a busy host (five events per proxied request) the events that arrived meanwhile are
+    /// read and handled together, one wake-up per window instead of one per event. The first
+    /// event after a quiet spell is handled at once. `ZERO` reads every event as it arrives.
+    pub event_batch: Duration,
     /// Timeout of every non-streaming host request and of opening the event stream (default 5 s).
     pub request_timeout: Duration,
     /// Heartbeat comment interval on SSE streams (default 15 s).
@@ -185,6 +191,7 @@ impl Default for ControlConfig {
             server_poll_interval: Duration::from_secs(5),
             quiet_probe_after: Duration::from_secs(60),
             activity_batch: Duration::from_millis(100),
+            event_batch: Duration::from_millis(10),
             request_timeout: Duration::from_secs(5),
             heartbeat: Duration::from_secs(15),
             admin_token: None,
