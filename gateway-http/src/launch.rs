@@ -47,7 +47,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
     /// Busy-poll budget in µs of a worker thread serving a single connection, before it sleeps
-    /// (default 50; 0 = never spin). Lower latency at low concurrency for a little CPU.
+    /// (default 200; 0 = never spin). Lower latency at low concurrency for a little CPU.
     #[arg(long, value_name = "US", value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub spin_us: Option<u64>,
 }

@@ -93,8 +93,9 @@ pub struct GatewayConfig {
     pub worker_spin: Duration,
 }
 
-/// Default [`GatewayConfig::worker_spin`]: 50 µs.
-pub const DEFAULT_WORKER_SPIN: Duration = Duration::from_micros(50);
+/// Default [`GatewayConfig::worker_spin`]: 200 µs (a local upstream's answer and a client's next request
+/// usually come sooner).
+pub const DEFAULT_WORKER_SPIN: Duration = Duration::from_micros(200);
 
 impl Default for GatewayConfig {
     fn default() -> Self {
