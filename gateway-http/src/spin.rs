@@ -3,13 +3,14 @@
 //! At low concurrency most of a proxied request's wall time is spent waking up: the worker
 //! sleeps in `epoll_wait` twice per request (for the upstream's answer and for the client's next
 //! request), and each wake-up costs an inter-processor interrupt and a context switch (on a VM,
-//! a VM exit as well). When a worker thread has exactly one client connection and at most one
-//! request in flight, nothing else on that thread can be waiting, so instead of parking it reads
-//! the socket with non-blocking `recv` for up to a short budget, yielding the CPU between tries
-//! (so a process that shares the CPU still runs). Data that arrives within the budget is picked
-//! up without a wake-up; otherwise the task parks as usual.
+//! a VM exit as well). When a worker thread has exactly one client connection, nothing else on
+//! that thread can be waiting, so instead of parking it reads the socket with non-blocking
+//! `read`s for up to a short budget, yielding the CPU between tries (so a thread that shares the
+//! CPU still runs): the client socket while no request is open, the upstream socket while the
+//! connection's only request waits for its answer. Bytes that arrive within the budget are
+//! picked up without a wake-up; otherwise the task parks as usual.
 //!
-//! Off unless a budget is set ([`set_budget`]); only worker threads
+//! The budget is [`crate::GatewayConfig::worker_spin`] (`ZERO`: off). Only worker threads
 //! ([`crate::Gateway::serve_workers`]) count their connections, so the plain `serve` mode never
 //! spins.
 

@@ -125,7 +125,9 @@ impl HostClient {
                 .map_err(|e| format!("bad request for {}: header {k}: {e}", redact(url)))?;
             let v = http::HeaderValue::from_str(v)
                 .map_err(|e| format!("bad request for {}: header {k}: {e}", redact(url)))?;
-            parsed.push((k, v));
+            if k != http::header::ACCEPT {
+                parsed.push((k, v));
+            }
         }
         parsed.push((
             http::header::ACCEPT,
