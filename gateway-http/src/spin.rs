@@ -84,16 +84,9 @@ fn alone(active: usize) -> Option<Duration> {
     (OPEN.with(Cell::get) == Some(1) && ACTIVE.with(Cell::get) == active).then_some(b)
 }
 
-/// Reads `io` without blocking until data (or EOF, or an error) arrives or the budget is spent,
-/// if this thread serves one connection with exactly `active` requests open (0: waiting for
-/// the client's next request; 1: the only request waits for its upstream).
-/// `None`: nothing arrived (or spinning does not apply here); park as usual.
-pub(crate) fn spin_recv(
-    io: &TcpStream,
-    buf: &mut [u8],
-    active: usize,
-) -> Option<io::Result<usize>> {
-    let budget = alone(active)?;
+/// Reads `io` without blocking until data (or EOF, or an error) arrives or `budget` is spent.
+/// `None`: nothing arrived; park as usual.
+fn spin_recv(io: &TcpStream, buf: &mut [u8], budget: Duration) -> Option<io::Result<usize>> {
     if buf.is_empty() {
         return None;
     }
@@ -141,10 +134,11 @@ impl AsyncRead for SpinStream {
             Poll::Pending => {}
             ready => return ready,
         }
-        if alone(0).is_none() {
+        // Only while this is the worker's one connection and no request is open.
+        let Some(budget) = alone(0) else {
             return Poll::Pending;
-        }
-        let n = match spin_recv(&this.io, buf.initialize_unfilled(), 0) {
+        };
+        let n = match spin_recv(&this.io, buf.initialize_unfilled(), budget) {
             None => return Poll::Pending,
             Some(Err(e)) => return Poll::Ready(Err(e)),
             Some(Ok(n)) => n,
@@ -184,7 +178,9 @@ impl AsyncWrite for SpinStream {
     }
 }
 
-/// [`spin_recv`] into the spare capacity of an empty `buf` (the upstream's answer).
+/// Spins for the upstream's answer into the spare capacity of an empty `buf`, if this thread
+/// serves one connection with exactly `active` requests open (1: the only request waits).
+/// `None`: nothing arrived (or spinning does not apply here); park as usual.
 pub(crate) fn spin_read_buf(
     io: &TcpStream,
     buf: &mut bytes::BytesMut,
@@ -193,9 +189,9 @@ pub(crate) fn spin_read_buf(
     if !buf.is_empty() {
         return None;
     }
-    alone(active)?;
+    let budget = alone(active)?;
     buf.resize(buf.capacity(), 0);
-    let r = spin_recv(io, buf, active);
+    let r = spin_recv(io, buf, budget);
     let n = match &r {
         Some(Ok(n)) => *n,
         _ => 0,
