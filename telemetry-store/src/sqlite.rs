@@ -2,7 +2,8 @@
 //!
 //! Timestamps are stored as INTEGER microseconds (UTC); JSON as TEXT. Each pooled connection
 //! runs on its own sqlx worker thread, named `boo-sqlite-N` and lowered to nice
-//! [`DEFAULT_WORKER_NICE`] on Linux ([`WORKER_NICE_ENV`] overrides it).
+//! [`DEFAULT_WORKER_NICE`] on Linux ([`WORKER_NICE_ENV`] overrides it), with a long scheduler
+//! slice ([`DEFAULT_BACKGROUND_SLICE_US`]) so threads woken next to an insert preempt it.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -170,20 +171,19 @@ fn for_threads(mut f: impl FnMut(i32, &str) -> bool) -> usize {
     n
 }
 
-/// Puts thread `tid` into `SCHED_IDLE` or back into `SCHED_OTHER`.
+/// Puts thread `tid` into `SCHED_IDLE`, or back into `SCHED_OTHER` with the background slice
+/// ([`background_slice_us`]).
 fn set_idle(tid: i32, idle: bool) -> bool {
     #[cfg(target_os = "linux")]
     {
-        let policy = if idle {
-            uapi::c::SCHED_IDLE
-        } else {
-            uapi::c::SCHED_OTHER
-        };
+        if !idle {
+            return set_normal_background(tid);
+        }
         let p = uapi::c::sched_param { sched_priority: 0 };
-        match uapi::sched_setscheduler(tid, policy, &p) {
+        match uapi::sched_setscheduler(tid, uapi::c::SCHED_IDLE, &p) {
             Ok(_) => true,
             Err(e) => {
-                tracing::debug!(tid, idle, error = %e, "could not change the SQLite writer's scheduling");
+                tracing::debug!(tid, error = %e, "could not change the SQLite writer's scheduling");
                 false
             }
         }
@@ -192,6 +192,92 @@ fn set_idle(tid: i32, idle: bool) -> bool {
     {
         let _ = (tid, idle);
         false
+    }
+}
+
+/// Environment variable: the EEVDF time slice, in µs, of the SQLite threads while they are in
+/// the normal class (default [`DEFAULT_BACKGROUND_SLICE_US`]; `0` leaves the kernel's default;
+/// the kernel clamps to 100..=100000).
+pub const BACKGROUND_SLICE_ENV: &str = "BOOCONTROL_SQLITE_SLICE_US";
+
+/// Default slice of the SQLite threads, µs.
+///
+/// A thread woken by a socket (the gateway's workers, but also a load generator or an upstream
+/// on the same machine) waits for a running thread with an equal or shorter slice to finish
+/// it (about 0.75 ms × (1 + log2 CPUs) by default). Against a running thread with a longer
+/// slice it preempts at once (Linux ≥ 6.12, `PREEMPT_SHORT`). A long slice on the bulk-insert
+/// threads therefore keeps their CPU share (that follows the nice value) but lets every
+/// latency-bound thread of the machine in first. Unprivileged; older kernels ignore it.
+pub const DEFAULT_BACKGROUND_SLICE_US: u64 = 20_000;
+
+/// The slice from [`BACKGROUND_SLICE_ENV`] (`None` for `0`), read once.
+fn background_slice_us() -> Option<u64> {
+    static SLICE: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *SLICE.get_or_init(|| {
+        match std::env::var(BACKGROUND_SLICE_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        {
+            None => Some(DEFAULT_BACKGROUND_SLICE_US),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(0) => None,
+                Ok(n) => Some(n.clamp(100, 100_000)),
+                Err(_) => {
+                    tracing::warn!(
+                        value = %v,
+                        "{BACKGROUND_SLICE_ENV}: expected microseconds; using the default"
+                    );
+                    Some(DEFAULT_BACKGROUND_SLICE_US)
+                }
+            },
+        }
+    })
+}
+
+/// Puts thread `tid` into `SCHED_OTHER` with the background slice, keeping its nice value.
+#[cfg(target_os = "linux")]
+fn set_normal_background(tid: i32) -> bool {
+    let mut attr = match uapi::sched_getattr(tid, 0) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::debug!(tid, error = %e, "sched_getattr failed on a SQLite thread");
+            return false;
+        }
+    };
+    attr.sched_policy = uapi::c::SCHED_OTHER as u32;
+    attr.sched_priority = 0;
+    attr.sched_flags = 0;
+    attr.sched_runtime = background_slice_us().map_or(0, |us| us * 1000);
+    match uapi::sched_setattr(tid, &attr, 0) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(tid, error = %e, "could not change a SQLite thread's scheduling");
+            false
+        }
+    }
+}
+
+/// Gives every SQLite thread of this process in the normal class the background slice
+/// ([`DEFAULT_BACKGROUND_SLICE_US`]); threads in `SCHED_IDLE` are left alone. Returns how many
+/// threads were set.
+fn slice_workers() -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        if background_slice_us().is_none() {
+            return 0;
+        }
+        for_threads(|tid, comm| {
+            if !comm.starts_with(WORKER_THREAD_PREFIX) && !comm.starts_with(WRITER_THREAD_PREFIX) {
+                return false;
+            }
+            let normal = uapi::sched_getattr(tid, 0)
+                .is_ok_and(|a| a.sched_policy == uapi::c::SCHED_OTHER as u32);
+            normal && set_normal_background(tid)
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
     }
 }
 
@@ -327,6 +413,7 @@ impl SqliteStore {
                         if nice > 0 {
                             renice_workers(nice);
                         }
+                        slice_workers();
                         Ok(())
                     })
                 })
@@ -363,6 +450,7 @@ impl SqliteStore {
                         if nice > 0 {
                             renice_workers(nice);
                         }
+                        slice_workers();
                         // A reconnected writer gets the current class too.
                         sched.apply();
                         Ok(())
