@@ -392,3 +392,144 @@ async fn postgres_requests_keyed_by_time_keep_every_row() {
     PgStore::drop_schema(&url, &schema).await.unwrap();
     admin.close().await;
 }
+
+/// Reads every feed page for `filter` (newest first) and returns (source, ts, id) of each row.
+async fn all_pages(store: &dyn Store, filter: &FeedFilter) -> Vec<(Option<String>, i64, String)> {
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let p = store.feed(filter, cursor.as_ref(), 64).await.unwrap();
+        seen.extend(
+            p.rows
+                .into_iter()
+                .map(|r| (r.source, r.ts.timestamp_micros(), r.id)),
+        );
+        match p.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    seen
+}
+
+/// After migration 0006 the source index holds only requests that carry a source, and the
+/// feed's `source = ?` filter (a bound parameter, as `feed` sends it) still seeks it.
+#[tokio::test]
+async fn sqlite_source_index_skips_unsourced_requests_and_still_serves_the_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/src.db", dir.path().display());
+    let pool = old_sqlite(&url, dir.path(), "0006").await;
+    for sql in old_request_inserts(|us| us.to_string()) {
+        sqlx::query(&sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let store = SqliteStore::open(&url).await.unwrap();
+    let pool = store.pool().clone();
+    let def: String = sqlx::query_scalar(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'idx_requests_source_ts'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(def.contains("WHERE source IS NOT NULL"), "{def}");
+    let plan: Vec<String> = sqlx::query(
+        "EXPLAIN QUERY PLAN SELECT * FROM requests WHERE source = ? \
+         ORDER BY ts DESC, request_id DESC LIMIT 50",
+    )
+    .bind("arena")
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get::<String, _>("detail"))
+    .collect();
+    assert!(
+        plan.iter().any(|d| d.contains("idx_requests_source_ts")),
+        "{plan:?}"
+    );
+    assert!(!plan.iter().any(|d| d.contains("TEMP B-TREE")), "{plan:?}");
+
+    let arena = all_pages(
+        &store,
+        &FeedFilter {
+            source: Some("arena".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(arena.len(), 100);
+    assert!(arena.iter().all(|(s, _, _)| s.as_deref() == Some("arena")));
+    let mut newest_first = arena.clone();
+    newest_first.sort_by(|a, b| (b.1, &b.2).cmp(&(a.1, &a.2)));
+    assert_eq!(arena, newest_first);
+    // Unsourced requests are still in the table and in the unfiltered feed.
+    let all = all_pages(&store, &FeedFilter::default()).await;
+    assert_eq!(all.len(), 300);
+    assert_eq!(all.iter().filter(|(s, _, _)| s.is_none()).count(), 100);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn postgres_source_index_skips_unsourced_requests_and_still_serves_the_feed() {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        eprintln!("skipping Postgres: DATABASE_URL unset");
+        return;
+    };
+    let schema = format!("boo_mig_{:016x}", rand::random::<u64>());
+    let dir = tempfile::tempdir().unwrap();
+    let old = migrations_before(dir.path(), "postgres", "0006");
+    let opts = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .unwrap()
+        .options([("search_path", schema.as_str())]);
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    for sql in
+        old_request_inserts(|us| format!("TIMESTAMPTZ 'epoch' + {us} * INTERVAL '1 microsecond'"))
+    {
+        sqlx::query(&sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let store = PgStore::open_in_schema(&url, &schema).await.unwrap();
+    let def: String = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 \
+         AND indexname = 'idx_requests_source_ts'",
+    )
+    .bind(&schema)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert!(def.contains("WHERE (source IS NOT NULL)"), "{def}");
+    let arena = all_pages(
+        &store,
+        &FeedFilter {
+            source: Some("arena".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(arena.len(), 100);
+    assert!(arena.iter().all(|(s, _, _)| s.as_deref() == Some("arena")));
+    let all = all_pages(&store, &FeedFilter::default()).await;
+    assert_eq!(all.len(), 300);
+    assert_eq!(all.iter().filter(|(s, _, _)| s.is_none()).count(), 100);
+    store.close().await;
+    PgStore::drop_schema(&url, &schema).await.unwrap();
+    admin.close().await;
+}

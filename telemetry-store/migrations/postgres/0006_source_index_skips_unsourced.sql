@@ -1,0 +1,7 @@
+-- Cheaper telemetry inserts, part 3 (issue 4): a request without `X-Boo-Source` (plain OpenAI
+-- clients: curl, the SDKs, opencode, Open WebUI) no longer gets an entry in the source index.
+-- The feed only ever filters `source = $n`, which implies `source IS NOT NULL`, so the planner
+-- still uses this partial index for it.
+DROP INDEX IF EXISTS idx_requests_source_ts;
+CREATE INDEX idx_requests_source_ts ON requests (source, ts DESC, request_id DESC)
+    WHERE source IS NOT NULL;
