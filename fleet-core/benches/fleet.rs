@@ -45,7 +45,10 @@ fn model_status_sse(ready: usize) -> Vec<u8> {
 /// What a current llama-swap sends on `/api/events` for one proxied request: the in-flight
 /// entry when it starts and when its headers arrive (with redacted request and response
 /// headers), its removal, and the id of its stored activity row.
-fn per_request_sse(n: u64) -> Vec<u8> {
+///
+/// `go_layout`: the envelope as llama-swap's Go encoder writes it (`type`, then `data`), which
+/// takes the split fast path; otherwise keys in another order (serde parses the envelope).
+fn per_request_sse(n: u64, go_layout: bool) -> Vec<u8> {
     let headers = serde_json::json!({"Content-Type": ["application/json"], "Authorization": ["[REDACTED]"],
         "User-Agent": ["OpenAI/Python 1.99.0"], "X-Boo-Source": ["arena"], "Accept": ["application/json"],
         "X-Request-Id": [format!("gw-3f9a2c-{n:010x}")], "X-Forwarded-For": ["127.0.0.1"]});
@@ -73,7 +76,14 @@ fn per_request_sse(n: u64) -> Vec<u8> {
     ];
     let mut out = String::new();
     for (ty, data) in msgs {
-        let env = serde_json::json!({"type": ty, "data": data.to_string()}).to_string();
+        let env = if go_layout {
+            format!(
+                "{{\"type\":\"{ty}\",\"data\":{}}}",
+                serde_json::to_string(&data.to_string()).unwrap()
+            )
+        } else {
+            serde_json::json!({"data": data.to_string(), "type": ty}).to_string()
+        };
         out.push_str(&format!("event:message\ndata:{env}\n\n"));
     }
     out.into_bytes()
@@ -81,17 +91,22 @@ fn per_request_sse(n: u64) -> Vec<u8> {
 
 fn benches(c: &mut Criterion) {
     // The events of one proxied request on a llama-swap host: SSE decode and parse.
-    let frames: Vec<Vec<u8>> = (0..64).map(per_request_sse).collect();
-    c.bench_function("per_request_events_decode", |b| {
-        let mut dec = SseDecoder::new();
-        let mut i = 0usize;
-        b.iter(|| {
-            i += 1;
-            let msgs = dec.push(&frames[i % frames.len()]).unwrap();
-            let evs: Vec<_> = msgs.iter().map(|m| parse_event(&m.data).unwrap()).collect();
-            black_box(evs)
-        })
-    });
+    for (name, go) in [
+        ("per_request_events_decode", true),
+        ("per_request_events_decode_keys_reordered", false),
+    ] {
+        let frames: Vec<Vec<u8>> = (0..64).map(|n| per_request_sse(n, go)).collect();
+        c.bench_function(name, |b| {
+            let mut dec = SseDecoder::new();
+            let mut i = 0usize;
+            b.iter(|| {
+                i += 1;
+                let msgs = dec.push(&frames[i % frames.len()]).unwrap();
+                let evs: Vec<_> = msgs.iter().map(|m| parse_event(&m.data).unwrap()).collect();
+                black_box(evs)
+            })
+        });
+    }
 
     // One swap event on one of 100 hosts: SSE decode, envelope parse, state update, delta JSON.
     let frames = [model_status_sse(0), model_status_sse(1)];

@@ -486,8 +486,125 @@ fn go_nil_slices_arrive_as_null() {
 // ----- the typed fast path for per-request events -----
 
 /// An `/api/events` envelope around `data` (encoded twice, as llama-swap sends it).
+/// An event as llama-swap's Go encoder writes it: `type` first, `data` a JSON string.
 fn envelope(ty: &str, data: &serde_json::Value) -> String {
+    format!(
+        "{{\"type\":{},\"data\":{}}}",
+        serde_json::to_string(ty).unwrap(),
+        serde_json::to_string(&data.to_string()).unwrap()
+    )
+}
+
+/// The same event with its keys in another order (not the split fast path).
+fn envelope_reordered(ty: &str, data: &serde_json::Value) -> String {
     serde_json::json!({"type": ty, "data": data.to_string()}).to_string()
+}
+
+/// JSON string content as Go's `encoding/json` escapes it: `<`, `>`, `&`, U+2028 and U+2029
+/// as `\u` escapes, other controls as `\u00XX` or their short forms.
+fn go_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[test]
+fn envelope_split_decodes_what_go_and_serde_write() {
+    for s in [
+        "",
+        "plain",
+        "{\"id\":5}",
+        "<b>tags & \"quotes\"</b>\n\ttab\\back\u{1}\u{1f}",
+        "é ünïcödé 日本 \u{1F600} \u{2028}",
+    ] {
+        let go = format!("{{\"type\":\"logData\",\"data\":\"{}\"}}", go_escape(s));
+        assert_eq!(
+            fast::split_envelope(&go),
+            Some(("logData", s.to_string())),
+            "{go}"
+        );
+        let serde = envelope("logData", &serde_json::Value::String(s.into()));
+        let (ty, data) = fast::split_envelope(&serde).unwrap();
+        assert_eq!(
+            (ty, serde_json::from_str::<String>(&data).unwrap()),
+            ("logData", s.into())
+        );
+    }
+    // A surrogate pair as Go or another encoder may write it.
+    assert_eq!(fast::unescape("\\ud83d\\ude00!"), Some("\u{1F600}!".into()));
+    // Not valid string content: the caller falls back to serde, which reports the error.
+    for bad in [
+        "a\"b",
+        "tab\there",
+        "end\\",
+        "\\x41",
+        "\\u12",
+        "\\u12g4",
+        "\\ud83d",
+        "\\ud83d\\u0041",
+        "\\ude00",
+    ] {
+        assert_eq!(fast::unescape(bad), None, "{bad:?}");
+    }
+    // Other envelope shapes are left to serde.
+    for other in [
+        r#"{"data":"{}","type":"activity"}"#,
+        r#"{ "type":"activity","data":"{}"}"#,
+        r#"{"type":"act\u0069vity","data":"{}"}"#,
+        r#"{"type":"activity","data":"{}","extra":1}"#,
+        r#"{"type":"activity","data":{"id":5}}"#,
+    ] {
+        assert_eq!(fast::split_envelope(other), None, "{other}");
+    }
+}
+
+proptest::proptest! {
+    /// Whatever the data string holds, the split decodes it exactly as serde decodes the
+    /// envelope, for Go's escaping and for serde's.
+    #[test]
+    fn envelope_split_agrees_with_serde(s in "[ -~\u{0}-\u{1f}é日\u{1F600}\u{2028}]{0,40}") {
+        let go = format!("{{\"type\":\"logData\",\"data\":\"{}\"}}", go_escape(&s));
+        let serde = envelope("logData", &serde_json::Value::String(s.clone()));
+        for j in [go, format!("{{\"type\":\"logData\",\"data\":{}}}", serde_json::to_string(&s).unwrap())] {
+            let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+            let (ty, data) = fast::split_envelope(&j).expect("Go/serde layout takes the split");
+            proptest::prop_assert_eq!(ty, v["type"].as_str().unwrap());
+            proptest::prop_assert_eq!(data.as_str(), v["data"].as_str().unwrap());
+        }
+        let (_, data) = fast::split_envelope(&serde).unwrap();
+        proptest::prop_assert_eq!(serde_json::from_str::<String>(&data).unwrap(), s);
+    }
+
+    /// Raw text that the split accepts is text serde accepts, with the same result.
+    #[test]
+    fn envelope_split_never_accepts_what_serde_rejects(raw in "[a\"\\\\u0-9dDfFnrt/é]{0,16}") {
+        let j = format!("{{\"type\":\"logData\",\"data\":\"{raw}\"}}");
+        let serde = serde_json::from_str::<serde_json::Value>(&j).ok();
+        match fast::split_envelope(&j) {
+            Some((ty, data)) => {
+                let v = serde.expect("split accepted what serde rejects");
+                proptest::prop_assert_eq!(ty, "logData");
+                proptest::prop_assert_eq!(Some(data.as_str()), v["data"].as_str());
+            }
+            None => proptest::prop_assert!(
+                serde.as_ref().is_none_or(|v| !v["data"].is_string()) || raw.contains('"'),
+                "serde accepts {j} but the split does not"
+            ),
+        }
+    }
 }
 
 #[test]
@@ -543,6 +660,12 @@ fn per_request_events_take_the_fast_path_and_decode_as_the_general_one() {
         let fast = fast::event(j).unwrap_or_else(|| panic!("not on the fast path: {j}"));
         assert_eq!(Ok(fast), parse_event_general(j), "{j}");
         assert_eq!(parse_event(j), parse_event_general(j), "{j}");
+        // Keys in another order: serde splits the envelope, same result.
+        let v: serde_json::Value = serde_json::from_str(j).unwrap();
+        let data: serde_json::Value = serde_json::from_str(v["data"].as_str().unwrap()).unwrap();
+        let r = envelope_reordered(v["type"].as_str().unwrap(), &data);
+        assert_ne!(&r, j);
+        assert_eq!(fast::event(&r), fast::event(j), "{r}");
     }
     // Odd shapes, errors and other types go the general way, with its results and messages.
     let cold = [
