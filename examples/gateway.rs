@@ -16,7 +16,7 @@
 //! ```
 //! Stops on Ctrl-C / SIGTERM, letting in-flight streams finish.
 
-use boo_gateway_http::launch::{ServeArgs, serve};
+use boo_gateway_http::launch::{ServeArgs, runtime, serve};
 use boo_gateway_http::{RequestRecord, TelemetrySink};
 use clap::Parser;
 use std::path::PathBuf;
@@ -52,15 +52,16 @@ impl TelemetrySink for LogSink {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
-    // Same start-up path as `booctl serve`; with --no-telemetry requests are only logged.
-    serve(&args.serve, args.config, Some(Arc::new(LogSink))).await?;
+    // Same start-up path as `booctl serve` (runtime included); with --no-telemetry requests
+    // are only logged.
+    let rt = runtime(&args.serve)?;
+    rt.block_on(serve(&args.serve, args.config, Some(Arc::new(LogSink))))?;
     Ok(())
 }

@@ -21,10 +21,7 @@ pub fn run(args: &ServeArgs, global: &Global) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = boo_gateway_http::launch::runtime(args).context("starting the async runtime")?;
     rt.block_on(boo_gateway_http::launch::serve(
         args,
         global.config.clone(),

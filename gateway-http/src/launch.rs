@@ -52,6 +52,31 @@ pub struct ServeArgs {
     pub spin_us: Option<u64>,
 }
 
+/// The main async runtime for [`serve`] (both binaries build theirs here).
+///
+/// When connections are served by worker threads (`--workers` not `0`), its threads only run
+/// background work, and on Linux ≥ 6.12 they ask for a long scheduler slice
+/// ([`DEFAULT_MAIN_SLICE_US`](crate::slice::DEFAULT_MAIN_SLICE_US),
+/// [`MAIN_SLICE_ENV`](crate::slice::MAIN_SLICE_ENV)) so threads woken next to them go first.
+pub fn runtime(args: &ServeArgs) -> Result<tokio::runtime::Runtime, LaunchError> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all();
+    if args.workers != Some(0) {
+        let slice = crate::slice::main_slice_from_env(&|k| std::env::var(k).ok())
+            .map_err(|e| LaunchError::Gateway(GatewayError::Config(e)))?;
+        if let Some(us) = slice {
+            b.on_thread_start(move || {
+                crate::slice::set_current_thread_slice(us);
+            });
+        }
+    }
+    b.build().map_err(|e| {
+        LaunchError::Gateway(GatewayError::Config(format!(
+            "cannot start the async runtime: {e}"
+        )))
+    })
+}
+
 /// A start-up failure of [`serve`].
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -198,4 +223,51 @@ pub async fn serve(
     );
     crate::run(opts, crate::shutdown_signal()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `se.slice` (ns) of the calling thread, where the kernel shows it.
+    fn my_slice() -> Option<u64> {
+        std::fs::read_to_string("/proc/thread-self/sched")
+            .ok()?
+            .lines()
+            .find(|l| l.starts_with("se.slice"))?
+            .split(':')
+            .nth(1)?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Slice of a task spawned on `rt` (so it runs on one of the runtime's worker threads).
+    fn worker_slice(rt: &tokio::runtime::Runtime) -> Option<u64> {
+        rt.block_on(async { tokio::spawn(async { my_slice() }).await.unwrap() })
+    }
+
+    #[test]
+    fn in_worker_mode_the_main_runtime_threads_ask_for_the_long_slice() {
+        let Some(default) = my_slice() else {
+            eprintln!("no se.slice in /proc/thread-self/sched: kernel without EEVDF slices");
+            return;
+        };
+        let want = crate::slice::DEFAULT_MAIN_SLICE_US * 1000;
+        let workers = runtime(&ServeArgs::default()).unwrap();
+        let got = worker_slice(&workers).unwrap();
+        if got == default && default != want {
+            eprintln!("kernel ignores custom slices (before 6.12): se.slice {got}");
+            return;
+        }
+        assert_eq!(got, want, "worker mode: main runtime thread slice");
+        // Everything on the main runtime (`--workers 0`): its threads serve requests and keep
+        // the kernel's slice.
+        let plain = runtime(&ServeArgs {
+            workers: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(worker_slice(&plain), Some(default));
+    }
 }

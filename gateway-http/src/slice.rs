@@ -14,6 +14,35 @@ pub const SLICE_ENV: &str = "BOOCONTROL_WORKER_SLICE_US";
 /// Default worker slice, µs.
 pub const DEFAULT_SLICE_US: u64 = 100;
 
+/// Environment variable: the slice in µs of the main runtime's threads when connections are
+/// served by worker threads (default [`DEFAULT_MAIN_SLICE_US`]; `0` leaves the kernel's
+/// default).
+pub const MAIN_SLICE_ENV: &str = "BOOCONTROL_MAIN_SLICE_US";
+
+/// Default slice of the main runtime's threads in worker mode, µs.
+///
+/// With workers serving every connection, the main runtime runs background work only: the
+/// control plane's connectors (a followed llama-swap host sends about five events per proxied
+/// request), health and inventory polls, the telemetry batch writer. A long slice keeps their
+/// CPU share but lets any thread woken next to them (a proxy worker, and on a shared machine a
+/// load generator or an upstream, whose slices are shorter) preempt them at once.
+pub const DEFAULT_MAIN_SLICE_US: u64 = 20_000;
+
+/// The main runtime's slice from [`MAIN_SLICE_ENV`] (`None` for `0`), or an error naming the
+/// variable.
+pub fn main_slice_from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<u64>, String> {
+    match get(MAIN_SLICE_ENV).filter(|v| !v.trim().is_empty()) {
+        None => Ok(Some(DEFAULT_MAIN_SLICE_US)),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(0) => Ok(None),
+            Ok(n) if n <= 100_000 => Ok(Some(n)),
+            _ => Err(format!(
+                "{MAIN_SLICE_ENV}: expected microseconds 0..=100000, got {v:?}"
+            )),
+        },
+    }
+}
+
 /// The slice from [`SLICE_ENV`] (`None` for `0`), or an error naming the variable.
 pub fn slice_from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<u64>, String> {
     match get(SLICE_ENV).filter(|v| !v.trim().is_empty()) {
@@ -71,6 +100,19 @@ mod tests {
             let get = |_: &str| Some(bad.to_string());
             let e = slice_from_env(&get).unwrap_err();
             assert!(e.contains(SLICE_ENV) && e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_main_slice_value_is_checked_and_named_in_errors() {
+        let none = |_: &str| None;
+        assert_eq!(main_slice_from_env(&none), Ok(Some(DEFAULT_MAIN_SLICE_US)));
+        let zero = |k: &str| (k == MAIN_SLICE_ENV).then(|| "0".to_string());
+        assert_eq!(main_slice_from_env(&zero), Ok(None));
+        for bad in ["-5", "long", "100001"] {
+            let get = |k: &str| (k == MAIN_SLICE_ENV).then(|| bad.to_string());
+            let e = main_slice_from_env(&get).unwrap_err();
+            assert!(e.contains(MAIN_SLICE_ENV) && e.contains(bad), "{e}");
         }
     }
 
