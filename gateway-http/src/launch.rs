@@ -229,27 +229,18 @@ pub async fn serve(
 mod tests {
     use super::*;
 
-    /// `se.slice` (ns) of the calling thread, where the kernel shows it.
-    fn my_slice() -> Option<u64> {
-        std::fs::read_to_string("/proc/thread-self/sched")
-            .ok()?
-            .lines()
-            .find(|l| l.starts_with("se.slice"))?
-            .split(':')
-            .nth(1)?
-            .trim()
-            .parse()
-            .ok()
-    }
-
     /// Slice of a task spawned on `rt` (so it runs on one of the runtime's worker threads).
     fn worker_slice(rt: &tokio::runtime::Runtime) -> Option<u64> {
-        rt.block_on(async { tokio::spawn(async { my_slice() }).await.unwrap() })
+        rt.block_on(async {
+            tokio::spawn(async { crate::slice::current_thread_slice() })
+                .await
+                .unwrap()
+        })
     }
 
     #[test]
     fn in_worker_mode_the_main_runtime_threads_ask_for_the_long_slice() {
-        let Some(default) = my_slice() else {
+        let Some(default) = crate::slice::current_thread_slice() else {
             eprintln!("no se.slice in /proc/thread-self/sched: kernel without EEVDF slices");
             return;
         };

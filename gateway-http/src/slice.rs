@@ -31,30 +31,44 @@ pub const DEFAULT_MAIN_SLICE_US: u64 = 20_000;
 /// The main runtime's slice from [`MAIN_SLICE_ENV`] (`None` for `0`), or an error naming the
 /// variable.
 pub fn main_slice_from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<u64>, String> {
-    match get(MAIN_SLICE_ENV).filter(|v| !v.trim().is_empty()) {
-        None => Ok(Some(DEFAULT_MAIN_SLICE_US)),
+    us_from_env(get, MAIN_SLICE_ENV, DEFAULT_MAIN_SLICE_US)
+}
+
+/// The slice from [`SLICE_ENV`] (`None` for `0`), or an error naming the variable.
+pub fn slice_from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<u64>, String> {
+    us_from_env(get, SLICE_ENV, DEFAULT_SLICE_US)
+}
+
+/// A slice in µs from variable `name` (unset or empty: `default`; `0`: `None`).
+fn us_from_env(
+    get: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    default: u64,
+) -> Result<Option<u64>, String> {
+    match get(name).filter(|v| !v.trim().is_empty()) {
+        None => Ok(Some(default)),
         Some(v) => match v.trim().parse::<u64>() {
             Ok(0) => Ok(None),
             Ok(n) if n <= 100_000 => Ok(Some(n)),
             _ => Err(format!(
-                "{MAIN_SLICE_ENV}: expected microseconds 0..=100000, got {v:?}"
+                "{name}: expected microseconds 0..=100000, got {v:?}"
             )),
         },
     }
 }
 
-/// The slice from [`SLICE_ENV`] (`None` for `0`), or an error naming the variable.
-pub fn slice_from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<u64>, String> {
-    match get(SLICE_ENV).filter(|v| !v.trim().is_empty()) {
-        None => Ok(Some(DEFAULT_SLICE_US)),
-        Some(v) => match v.trim().parse::<u64>() {
-            Ok(0) => Ok(None),
-            Ok(n) if n <= 100_000 => Ok(Some(n)),
-            _ => Err(format!(
-                "{SLICE_ENV}: expected microseconds 0..=100000, got {v:?}"
-            )),
-        },
-    }
+/// `se.slice` (ns) of the calling thread, where the kernel shows it (`/proc/thread-self/sched`).
+#[cfg(test)]
+pub(crate) fn current_thread_slice() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/sched")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("se.slice"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Asks for a `us` µs slice for the calling thread; false where the kernel refused.
@@ -121,17 +135,7 @@ mod tests {
     #[test]
     fn a_thread_gets_the_slice_it_asks_for_where_the_kernel_supports_it() {
         std::thread::spawn(|| {
-            let slice = || -> Option<u64> {
-                std::fs::read_to_string("/proc/thread-self/sched")
-                    .ok()?
-                    .lines()
-                    .find(|l| l.starts_with("se.slice"))?
-                    .split(':')
-                    .nth(1)?
-                    .trim()
-                    .parse()
-                    .ok()
-            };
+            let slice = current_thread_slice;
             let Some(before) = slice() else {
                 eprintln!("no se.slice in /proc/thread-self/sched: kernel without EEVDF slices");
                 return;

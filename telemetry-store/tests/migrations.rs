@@ -44,6 +44,42 @@ async fn old_sqlite(url: &str, dir: &Path, before: &str) -> sqlx::SqlitePool {
     pool
 }
 
+/// A fresh schema on `url` with the Postgres migrations before `before` applied and the 300
+/// [`old_request_inserts`] rows stored: its name, an admin pool (for dropping it) and a
+/// one-connection pool inside it.
+async fn old_postgres(url: &str, before: &str) -> (String, sqlx::PgPool, sqlx::PgPool) {
+    let schema = format!("boo_mig_{:016x}", rand::random::<u64>());
+    let dir = tempfile::tempdir().unwrap();
+    let old = migrations_before(dir.path(), "postgres", before);
+    let opts = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .unwrap()
+        .options([("search_path", schema.as_str())]);
+    let admin = sqlx::PgPool::connect(url).await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    // The Postgres schema stores time as TIMESTAMPTZ (microsecond precision).
+    for sql in
+        old_request_inserts(|us| format!("TIMESTAMPTZ 'epoch' + {us} * INTERVAL '1 microsecond'"))
+    {
+        sqlx::query(&sql).execute(&pool).await.unwrap();
+    }
+    (schema, admin, pool)
+}
+
 /// A SQLite database at `url` with only migrations 0001–0003 applied, holding four requests
 /// with the given statuses.
 async fn old_database(url: &str, dir: &Path) {
@@ -320,35 +356,7 @@ async fn postgres_requests_keyed_by_time_keep_every_row() {
         eprintln!("skipping Postgres: DATABASE_URL unset");
         return;
     };
-    let schema = format!("boo_mig_{:016x}", rand::random::<u64>());
-    let dir = tempfile::tempdir().unwrap();
-    let old = migrations_before(dir.path(), "postgres", "0005");
-    let opts = url
-        .parse::<sqlx::postgres::PgConnectOptions>()
-        .unwrap()
-        .options([("search_path", schema.as_str())]);
-    let admin = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(opts)
-        .await
-        .unwrap();
-    sqlx::migrate::Migrator::new(old.as_path())
-        .await
-        .unwrap()
-        .run(&pool)
-        .await
-        .unwrap();
-    // The Postgres schema stores time as TIMESTAMPTZ (microsecond precision).
-    for sql in
-        old_request_inserts(|us| format!("TIMESTAMPTZ 'epoch' + {us} * INTERVAL '1 microsecond'"))
-    {
-        sqlx::query(&sql).execute(&pool).await.unwrap();
-    }
+    let (schema, admin, pool) = old_postgres(&url, "0005").await;
     let dump_sql = "SELECT row_to_json(r)::text FROM requests r ORDER BY request_id";
     let before: Vec<String> = sqlx::query_scalar(dump_sql).fetch_all(&pool).await.unwrap();
     assert_eq!(before.len(), 300);
@@ -412,6 +420,27 @@ async fn all_pages(store: &dyn Store, filter: &FeedFilter) -> Vec<(Option<String
     seen
 }
 
+/// Over the 300 [`old_request_inserts`] rows: the feed filtered by source `arena` pages through
+/// its 100 rows newest first, and the unfiltered feed still has the 100 unsourced ones.
+async fn assert_source_feed(store: &dyn Store) {
+    let arena = all_pages(
+        store,
+        &FeedFilter {
+            source: Some("arena".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(arena.len(), 100);
+    assert!(arena.iter().all(|(s, _, _)| s.as_deref() == Some("arena")));
+    let mut newest_first = arena.clone();
+    newest_first.sort_by(|a, b| (b.1, &b.2).cmp(&(a.1, &a.2)));
+    assert_eq!(arena, newest_first);
+    let all = all_pages(store, &FeedFilter::default()).await;
+    assert_eq!(all.len(), 300);
+    assert_eq!(all.iter().filter(|(s, _, _)| s.is_none()).count(), 100);
+}
+
 /// After migration 0006 the source index holds only requests that carry a source, and the
 /// feed's `source = ?` filter (a bound parameter, as `feed` sends it) still seeks it.
 #[tokio::test]
@@ -450,23 +479,7 @@ async fn sqlite_source_index_skips_unsourced_requests_and_still_serves_the_feed(
     );
     assert!(!plan.iter().any(|d| d.contains("TEMP B-TREE")), "{plan:?}");
 
-    let arena = all_pages(
-        &store,
-        &FeedFilter {
-            source: Some("arena".into()),
-            ..Default::default()
-        },
-    )
-    .await;
-    assert_eq!(arena.len(), 100);
-    assert!(arena.iter().all(|(s, _, _)| s.as_deref() == Some("arena")));
-    let mut newest_first = arena.clone();
-    newest_first.sort_by(|a, b| (b.1, &b.2).cmp(&(a.1, &a.2)));
-    assert_eq!(arena, newest_first);
-    // Unsourced requests are still in the table and in the unfiltered feed.
-    let all = all_pages(&store, &FeedFilter::default()).await;
-    assert_eq!(all.len(), 300);
-    assert_eq!(all.iter().filter(|(s, _, _)| s.is_none()).count(), 100);
+    assert_source_feed(&store).await;
     store.close().await;
 }
 
@@ -476,34 +489,7 @@ async fn postgres_source_index_skips_unsourced_requests_and_still_serves_the_fee
         eprintln!("skipping Postgres: DATABASE_URL unset");
         return;
     };
-    let schema = format!("boo_mig_{:016x}", rand::random::<u64>());
-    let dir = tempfile::tempdir().unwrap();
-    let old = migrations_before(dir.path(), "postgres", "0006");
-    let opts = url
-        .parse::<sqlx::postgres::PgConnectOptions>()
-        .unwrap()
-        .options([("search_path", schema.as_str())]);
-    let admin = sqlx::PgPool::connect(&url).await.unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(opts)
-        .await
-        .unwrap();
-    sqlx::migrate::Migrator::new(old.as_path())
-        .await
-        .unwrap()
-        .run(&pool)
-        .await
-        .unwrap();
-    for sql in
-        old_request_inserts(|us| format!("TIMESTAMPTZ 'epoch' + {us} * INTERVAL '1 microsecond'"))
-    {
-        sqlx::query(&sql).execute(&pool).await.unwrap();
-    }
+    let (schema, admin, pool) = old_postgres(&url, "0006").await;
     pool.close().await;
 
     let store = PgStore::open_in_schema(&url, &schema).await.unwrap();
@@ -516,19 +502,7 @@ async fn postgres_source_index_skips_unsourced_requests_and_still_serves_the_fee
     .await
     .unwrap();
     assert!(def.contains("WHERE (source IS NOT NULL)"), "{def}");
-    let arena = all_pages(
-        &store,
-        &FeedFilter {
-            source: Some("arena".into()),
-            ..Default::default()
-        },
-    )
-    .await;
-    assert_eq!(arena.len(), 100);
-    assert!(arena.iter().all(|(s, _, _)| s.as_deref() == Some("arena")));
-    let all = all_pages(&store, &FeedFilter::default()).await;
-    assert_eq!(all.len(), 300);
-    assert_eq!(all.iter().filter(|(s, _, _)| s.is_none()).count(), 100);
+    assert_source_feed(&store).await;
     store.close().await;
     PgStore::drop_schema(&url, &schema).await.unwrap();
     admin.close().await;
