@@ -210,27 +210,29 @@ pub const BACKGROUND_SLICE_ENV: &str = "BOOCONTROL_SQLITE_SLICE_US";
 /// latency-bound thread of the machine in first. Unprivileged; older kernels ignore it.
 pub const DEFAULT_BACKGROUND_SLICE_US: u64 = 20_000;
 
-/// The slice from [`BACKGROUND_SLICE_ENV`] (`None` for `0`), read once.
+/// The slice from [`BACKGROUND_SLICE_ENV`] (unset or empty → the default, `0` → `None`), or an
+/// error naming the variable ([`SqliteStore::open`] checks it).
+pub fn background_slice_from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<u64>> {
+    match get(BACKGROUND_SLICE_ENV).filter(|v| !v.trim().is_empty()) {
+        None => Ok(Some(DEFAULT_BACKGROUND_SLICE_US)),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(0) => Ok(None),
+            Ok(n) if n <= 100_000 => Ok(Some(n)),
+            _ => Err(crate::StoreError::Invalid {
+                field: BACKGROUND_SLICE_ENV,
+                problem: format!("expected microseconds 0..=100000, got {v:?}"),
+            }),
+        },
+    }
+}
+
+/// The slice applied to the SQLite threads, read once ([`SqliteStore::open`] has rejected a
+/// bad value before any thread is set).
 fn background_slice_us() -> Option<u64> {
     static SLICE: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
     *SLICE.get_or_init(|| {
-        match std::env::var(BACKGROUND_SLICE_ENV)
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-        {
-            None => Some(DEFAULT_BACKGROUND_SLICE_US),
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(0) => None,
-                Ok(n) => Some(n.clamp(100, 100_000)),
-                Err(_) => {
-                    tracing::warn!(
-                        value = %v,
-                        "{BACKGROUND_SLICE_ENV}: expected microseconds; using the default"
-                    );
-                    Some(DEFAULT_BACKGROUND_SLICE_US)
-                }
-            },
-        }
+        background_slice_from_env(&|k| std::env::var(k).ok())
+            .unwrap_or(Some(DEFAULT_BACKGROUND_SLICE_US))
     })
 }
 
@@ -385,6 +387,7 @@ impl SqliteStore {
     /// the gateway's proxy threads when both want it.
     pub async fn open(url: &str) -> Result<Self> {
         let nice = worker_nice_from_env(&|k| std::env::var(k).ok())?;
+        background_slice_from_env(&|k| std::env::var(k).ok())?;
         Self::open_with_nice(url, nice).await
     }
 

@@ -7,35 +7,15 @@ use boo_telemetry_store::sqlite::{
 };
 use boo_telemetry_store::{Store, StoreError};
 
-/// (thread name, nice, scheduling policy) of every thread of this process, from
-/// `/proc/self/task/<tid>/stat` (policy: 0 normal, 5 `SCHED_IDLE`).
-#[cfg(target_os = "linux")]
-fn stats() -> Vec<(String, i64, i64)> {
-    let mut out = Vec::new();
-    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
-            continue; // the thread exited meanwhile
-        };
-        let (head, rest) = stat.rsplit_once(')').unwrap();
-        let name = head.split_once('(').unwrap().1.to_string();
-        // Fields after the name start at field 3 (state): nice is field 19, policy field 41.
-        let field =
-            |n: usize| -> i64 { rest.split_whitespace().nth(n - 3).unwrap().parse().unwrap() };
-        out.push((name, field(19), field(41)));
-    }
-    out
-}
-
-/// (thread name, nice) of every thread of this process.
-#[cfg(target_os = "linux")]
-fn threads() -> Vec<(String, i64)> {
-    stats().into_iter().map(|(n, nice, _)| (n, nice)).collect()
-}
+mod common;
 
 /// (thread name, scheduling policy) of every thread of this process.
 #[cfg(target_os = "linux")]
 fn policies() -> Vec<(String, i64)> {
-    stats().into_iter().map(|(n, _, p)| (n, p)).collect()
+    common::thread_stats()
+        .into_iter()
+        .map(|(n, _, p)| (n, p))
+        .collect()
 }
 
 #[cfg(target_os = "linux")]
@@ -48,7 +28,7 @@ async fn sqlite_workers_run_at_the_configured_nice_and_the_rest_of_the_process_d
     let (a, b) = tokio::join!(store.hosts(), store.settings());
     a.unwrap();
     b.unwrap();
-    let all = threads();
+    let all = common::thread_nices();
     let workers: Vec<_> = all
         .iter()
         .filter(|(n, _)| n.starts_with(WORKER_THREAD_PREFIX))

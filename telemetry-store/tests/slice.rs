@@ -3,30 +3,11 @@
 //! A test binary of its own: it looks at every `boo-sql*` thread of the process, and another
 //! test's store opening at the same moment would show threads not yet set up.
 
-use boo_telemetry_store::Store;
+use boo_telemetry_store::sqlite::{BACKGROUND_SLICE_ENV, background_slice_from_env};
 use boo_telemetry_store::sqlite::{DEFAULT_BACKGROUND_SLICE_US, SqliteStore, WORKER_THREAD_PREFIX};
+use boo_telemetry_store::{Store, StoreError};
 
-/// (thread name, nice) of every thread of this process.
-#[cfg(target_os = "linux")]
-fn threads() -> Vec<(String, i64)> {
-    let mut out = Vec::new();
-    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
-            continue;
-        };
-        let (head, rest) = stat.rsplit_once(')').unwrap();
-        let name = head.split_once('(').unwrap().1.to_string();
-        // Fields after the name start at field 3 (state): nice is field 19.
-        let nice = rest
-            .split_whitespace()
-            .nth(19 - 3)
-            .unwrap()
-            .parse()
-            .unwrap();
-        out.push((name, nice));
-    }
-    out
-}
+mod common;
 
 /// (thread name, `se.slice` in ns) of every thread of this process, from
 /// `/proc/self/task/<tid>/sched`.
@@ -101,9 +82,38 @@ async fn sqlite_threads_in_the_normal_class_get_the_long_background_slice() {
     for (name, slice) in slices().iter().filter(|(n, _)| names.contains(n)) {
         assert_eq!(*slice, want, "backlogged writer {name}");
     }
-    for (name, nice) in threads().iter().filter(|(n, _)| n.starts_with("boo-sql")) {
+    for (name, nice) in common::thread_nices()
+        .iter()
+        .filter(|(n, _)| n.starts_with("boo-sql"))
+    {
         assert_eq!(*nice, 3, "{name} lost its nice value");
     }
     store.writes_backlogged(false);
     store.close().await;
+}
+
+#[test]
+fn the_slice_comes_from_the_environment_and_bad_values_name_the_variable() {
+    let none = |_: &str| None;
+    assert_eq!(
+        background_slice_from_env(&none).unwrap(),
+        Some(DEFAULT_BACKGROUND_SLICE_US)
+    );
+    let zero = |k: &str| (k == BACKGROUND_SLICE_ENV).then(|| "0".to_string());
+    assert_eq!(background_slice_from_env(&zero).unwrap(), None);
+    let some = |k: &str| (k == BACKGROUND_SLICE_ENV).then(|| " 5000 ".to_string());
+    assert_eq!(background_slice_from_env(&some).unwrap(), Some(5000));
+    for bad in ["100001", "-1", "long"] {
+        let get = |k: &str| (k == BACKGROUND_SLICE_ENV).then(|| bad.to_string());
+        match background_slice_from_env(&get) {
+            Err(e @ StoreError::Invalid { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(BACKGROUND_SLICE_ENV) && msg.contains(bad),
+                    "{msg}"
+                );
+            }
+            other => panic!("{bad:?} accepted: {other:?}"),
+        }
+    }
 }

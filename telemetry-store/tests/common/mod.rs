@@ -355,3 +355,31 @@ impl Store for FlakyStore {
         self.inner.close().await
     }
 }
+
+/// (thread name, nice, scheduling policy) of every thread of this process, from
+/// `/proc/self/task/<tid>/stat` (policy: 0 normal, 5 `SCHED_IDLE`).
+#[cfg(target_os = "linux")]
+pub fn thread_stats() -> Vec<(String, i64, i64)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue; // the thread exited meanwhile
+        };
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_string();
+        // Fields after the name start at field 3 (state): nice is field 19, policy field 41.
+        let field =
+            |n: usize| -> i64 { rest.split_whitespace().nth(n - 3).unwrap().parse().unwrap() };
+        out.push((name, field(19), field(41)));
+    }
+    out
+}
+
+/// (thread name, nice) of every thread of this process.
+#[cfg(target_os = "linux")]
+pub fn thread_nices() -> Vec<(String, i64)> {
+    thread_stats()
+        .into_iter()
+        .map(|(n, nice, _)| (n, nice))
+        .collect()
+}
