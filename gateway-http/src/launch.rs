@@ -50,6 +50,11 @@ pub struct ServeArgs {
     /// (default 200; 0 = never spin). Lower latency at low concurrency for a little CPU.
     #[arg(long, value_name = "US", value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub spin_us: Option<u64>,
+    /// Pin worker `i` to the `i`-th allowed CPU when there is one worker per allowed CPU (the
+    /// default count). Pays when the machine runs little else; costs when a busy local
+    /// upstream shares the CPUs.
+    #[arg(long)]
+    pub pin_workers: bool,
 }
 
 /// The main async runtime for [`serve`] (both binaries build theirs here).
@@ -195,6 +200,7 @@ pub async fn serve(
     if let Some(us) = args.spin_us {
         opts.worker_spin = Duration::from_micros(us);
     }
+    opts.pin_workers = args.pin_workers;
     opts.config_file = config_file;
     if let Some(sink) = sink {
         opts.sink = sink;

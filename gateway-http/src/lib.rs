@@ -37,6 +37,7 @@
 //! `Authorization` never reaches a provider that has its own key; secrets never appear in logs
 //! or error bodies.
 
+pub mod affinity;
 pub mod auto;
 pub mod bench_api;
 pub mod control;
@@ -91,6 +92,10 @@ pub struct GatewayConfig {
     /// which saves the wake-ups that dominate latency at low concurrency; with two or more
     /// connections on a worker it never spins. Read when the workers start (not hot-reloaded).
     pub worker_spin: Duration,
+    /// Pin worker `i` to the `i`-th CPU the process may run on when there is one worker per
+    /// such CPU ([`Gateway::serve_workers`] only; default false; see [`affinity`] for when it
+    /// pays and when it costs). Read when the workers start.
+    pub pin_workers: bool,
 }
 
 /// Default [`GatewayConfig::worker_spin`]: 200 µs (a local upstream's answer and a client's next request
@@ -104,6 +109,7 @@ impl Default for GatewayConfig {
             api_keys: Vec::new(),
             shutdown_grace: Duration::from_secs(30),
             worker_spin: DEFAULT_WORKER_SPIN,
+            pin_workers: false,
         }
     }
 }
@@ -290,6 +296,7 @@ impl Inner {
             cfg: GatewayConfig {
                 shutdown_grace: self.cfg.shutdown_grace,
                 worker_spin: self.cfg.worker_spin,
+                pin_workers: self.cfg.pin_workers,
                 ..routes.cfg.clone()
             },
             router: routes.router.clone(),
@@ -435,6 +442,8 @@ pub struct RunOptions {
     pub reload_every: Duration,
     /// [`GatewayConfig::worker_spin`] (default [`DEFAULT_WORKER_SPIN`]).
     pub worker_spin: Duration,
+    /// [`GatewayConfig::pin_workers`] (default false).
+    pub pin_workers: bool,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -461,6 +470,7 @@ impl RunOptions {
             config_file: None,
             reload_every: Duration::from_secs(2),
             worker_spin: DEFAULT_WORKER_SPIN,
+            pin_workers: false,
         }
     }
 
@@ -553,6 +563,7 @@ where
         control: control.clone(),
         poll_every: opts.poll_every,
         worker_spin: opts.worker_spin,
+        pin_workers: opts.pin_workers,
     };
     let routes = build.build(reg.clone()).await?;
     let gw = Gateway::with_upstreams(
@@ -632,6 +643,7 @@ struct RouteBuilder {
     control: Option<control::ControlApi>,
     poll_every: Duration,
     worker_spin: Duration,
+    pin_workers: bool,
 }
 
 impl RouteBuilder {
@@ -668,6 +680,7 @@ impl RouteBuilder {
                 .filter(|k| !k.is_empty())
                 .collect(),
             worker_spin: self.worker_spin,
+            pin_workers: self.pin_workers,
             ..GatewayConfig::default()
         };
         let poller_fleet: Arc<dyn auto::LiveFleet> =

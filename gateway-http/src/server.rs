@@ -137,6 +137,22 @@ where
     let workers = workers.max(1);
     let slice =
         crate::slice::slice_from_env(&|k| std::env::var(k).ok()).map_err(GatewayError::Config)?;
+    let pins = if current(&slot).cfg.pin_workers {
+        let cpus = crate::affinity::allowed_cpus();
+        let plan = cpus
+            .as_deref()
+            .and_then(|cpus| crate::affinity::plan(workers, cpus));
+        if plan.is_none() {
+            tracing::warn!(
+                workers,
+                allowed_cpus = cpus.map(|c| c.len()),
+                "--pin-workers needs one worker per allowed CPU; workers not pinned"
+            );
+        }
+        plan
+    } else {
+        None
+    };
     let mut senders: Vec<mpsc::UnboundedSender<Handoff>> = Vec::with_capacity(workers);
     let mut done: Vec<oneshot::Receiver<()>> = Vec::with_capacity(workers);
     for i in 0..workers {
@@ -147,10 +163,14 @@ where
         let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
         let (done_tx, done_rx) = oneshot::channel();
         let slot = slot.clone();
+        let cpu = pins.as_ref().map(|p| p[i]);
         std::thread::Builder::new()
             .name(format!("boo-gw-{i}"))
             .spawn(move || {
                 crate::upstream::set_worker(i + 1);
+                if let Some(cpu) = cpu {
+                    crate::affinity::pin_current_thread(cpu);
+                }
                 if let Some(us) = slice {
                     crate::slice::set_current_thread_slice(us);
                 }
@@ -163,7 +183,7 @@ where
         senders.push(tx);
         done.push(done_rx);
     }
-    tracing::debug!(workers, "serving on worker threads");
+    tracing::debug!(workers, pinned_to = ?pins, "serving on worker threads");
     // Accepting runs on its own thread and runtime, so a busy or starved caller runtime (which
     // also runs the telemetry writer, pollers and the control plane) can never leave the listen
     // backlog unserved.
