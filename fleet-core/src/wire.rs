@@ -134,7 +134,12 @@ impl SseDecoder {
         if line[0] == b':' {
             return None;
         }
-        let text = String::from_utf8_lossy(line);
+        // `from_utf8` checks ASCII a word at a time; `from_utf8_lossy` walks byte by byte, and
+        // the data lines of llama-swap's events are long (JSON inside a JSON string).
+        let text = match std::str::from_utf8(line) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(line),
+        };
         let (field, value) = match text.find(':') {
             Some(i) => {
                 let v = &text[i + 1..];

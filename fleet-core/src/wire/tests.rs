@@ -287,6 +287,18 @@ fn sse_accepts_both_data_spellings_crlf_and_comments() {
 }
 
 #[test]
+fn sse_keeps_utf8_text_and_replaces_invalid_bytes_instead_of_failing() {
+    let mut d = SseDecoder::new();
+    let msgs = d
+        .push("data: {\"m\":\"größe 模型\"}\n\n".as_bytes())
+        .unwrap();
+    assert_eq!(msgs[0].data, "{\"m\":\"größe 模型\"}");
+    // A log line cut inside a character (or a host writing Latin-1) still yields its message.
+    let msgs = d.push(b"data: ok \xff\xfe end\n\n").unwrap();
+    assert_eq!(msgs[0].data, "ok \u{fffd}\u{fffd} end");
+}
+
+#[test]
 fn sse_split_at_every_byte_gives_the_same_messages() {
     let stream = "event:message\r\ndata:{\"type\":\"activity\",\"data\":\"{\\\"id\\\":1}\"}\r\n\r\nevent:message\ndata:{\"type\":\"activity\",\"data\":\"{\\\"id\\\":2}\"}\n\n";
     let mut d = SseDecoder::new();
