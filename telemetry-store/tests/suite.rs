@@ -724,7 +724,14 @@ async fn writer_buffers_through_an_outage_and_counts_drops_above_the_limit(h: Ha
     wait_until(|| w.stats().written == 800).await;
     assert_eq!(w.dropped(), 0);
     // The store heard that records piled up (800 queued, batches of 100) and that they are gone.
-    assert_eq!(*flaky.backlog_calls.lock().unwrap(), vec![true, false]);
+    // How often it toggled depends on how the writer raced the 800 pushes (it may catch up with
+    // them between batches), so the test checks the shape: alternating, on first, off last.
+    let calls = flaky.backlog_calls.lock().unwrap().clone();
+    assert!(!calls.is_empty(), "the backlog was never reported");
+    assert_eq!(calls.last(), Some(&false), "backlog still on: {calls:?}");
+    for (i, on) in calls.iter().enumerate() {
+        assert_eq!(*on, i % 2 == 0, "backlog calls not alternating from on: {calls:?}");
+    }
     // Outage above the limit: drops are counted, the rest arrives.
     flaky.set_down(true);
     let mut accepted = 0;
