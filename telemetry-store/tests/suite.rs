@@ -730,7 +730,11 @@ async fn writer_buffers_through_an_outage_and_counts_drops_above_the_limit(h: Ha
     assert!(!calls.is_empty(), "the backlog was never reported");
     assert_eq!(calls.last(), Some(&false), "backlog still on: {calls:?}");
     for (i, on) in calls.iter().enumerate() {
-        assert_eq!(*on, i % 2 == 0, "backlog calls not alternating from on: {calls:?}");
+        assert_eq!(
+            *on,
+            i % 2 == 0,
+            "backlog calls not alternating from on: {calls:?}"
+        );
     }
     // Outage above the limit: drops are counted, the rest arrives.
     flaky.set_down(true);
