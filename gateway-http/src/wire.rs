@@ -577,6 +577,32 @@ enum Chunk {
     Trailers,
 }
 
+/// Sets the socket's receive low-water mark (`SO_RCVLOWAT`, Linux; elsewhere a no-op): the
+/// kernel signals it readable (an epoll wake-up of the runtime) only once `bytes` are queued,
+/// or its buffer is under pressure. A read still returns whatever is there.
+///
+/// A reader that comes back on its own schedule (the connector reads llama-swap's event
+/// stream once per batch window) raises it while away, so the events arriving meanwhile do not
+/// wake a runtime thread each (about five per proxied request), and lowers it to 1 before it
+/// waits again. Lowering it signals data that is already queued at once.
+pub(crate) fn set_wake_threshold(io: &TcpStream, bytes: u32) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let v = i32::try_from(bytes.max(1)).unwrap_or(i32::MAX);
+        if let Err(e) = uapi::setsockopt(
+            io.as_raw_fd(),
+            uapi::c::SOL_SOCKET,
+            uapi::c::SO_RCVLOWAT,
+            &v,
+        ) {
+            tracing::debug!(error = %e, "SO_RCVLOWAT");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (io, bytes);
+}
+
 /// The response body, read from the upstream socket by whoever polls it.
 pub(crate) struct WireBody {
     io: Option<TcpStream>,
@@ -633,6 +659,14 @@ impl WireBody {
         };
         if self.keep_alive && self.buf.is_empty() {
             home.pool.put(home.slot, io);
+        }
+    }
+
+    /// How many bytes must be queued on the socket before the kernel wakes whoever waits to
+    /// read it ([`set_wake_threshold`]); no-op once the body is complete.
+    pub(crate) fn set_wake_threshold(&self, bytes: u32) {
+        if let Some(io) = &self.io {
+            set_wake_threshold(io, bytes);
         }
     }
 
@@ -1349,5 +1383,31 @@ mod tests {
         for n in [0usize, 7, 10, 4096, usize::MAX] {
             assert_eq!(itoa_buf(n).as_bytes_mut(), n.to_string().as_bytes());
         }
+    }
+
+    /// While the threshold is raised, a little data leaves the reader asleep; lowering it
+    /// wakes the reader for the data already queued, and a read gets all of it.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_raised_wake_threshold_keeps_small_writes_from_waking_the_reader() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut w = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (mut r, _) = l.accept().await.unwrap();
+        set_wake_threshold(&r, 1 << 20);
+        // A new socket counts as readable until a read says otherwise (tokio's starting state).
+        let mut got = vec![0u8; 256];
+        let e = r.try_read(&mut got).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        w.write_all(b"event:message\ndata:{}\n\n").await.unwrap();
+        w.write_all(b"event:message\ndata:{}\n\n").await.unwrap();
+        let woke = tokio::time::timeout(Duration::from_millis(200), r.readable()).await;
+        assert!(woke.is_err(), "the reader woke below the threshold");
+        set_wake_threshold(&r, 1);
+        tokio::time::timeout(Duration::from_secs(5), r.readable())
+            .await
+            .expect("lowering the threshold did not wake the reader")
+            .unwrap();
+        let n = r.read(&mut got).await.unwrap();
+        assert_eq!(&got[..n], b"event:message\ndata:{}\n\nevent:message\ndata:{}\n\n");
     }
 }

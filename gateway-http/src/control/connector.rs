@@ -377,6 +377,10 @@ impl Conn {
                             Err(e) => return Ended::Dropped(e),
                         }
                     };
+                    if !event_batch.is_zero() {
+                        // Away until the window ends: what arrives meanwhile wakes no one.
+                        body.away(true);
+                    }
                     for frame in frames {
                         if let Err(ended) = self.take_frame(frame, &mut dec, &mut inflight).await {
                             return ended;
@@ -467,16 +471,36 @@ impl Conn {
 /// One frame of a body, as `Body::frame` gives it (`None`: the body ended).
 type FrameOf<B> = Option<Result<hyper::body::Frame<<B as Body>::Data>, <B as Body>::Error>>;
 
+/// How many queued bytes wake the connector while it is away between event windows: more
+/// than a busy host sends in one window, so in practice none.
+const AWAY_WAKE_BYTES: u32 = 1 << 20;
+
+/// A body read in windows, whose reader can ask not to be woken while it is away.
+trait Paced: Body + Unpin {
+    /// `true`: the reader comes back on its own when its window ends, so data arriving
+    /// meanwhile should not wake a runtime thread; `false`: it waits for data again.
+    fn away(&self, away: bool);
+}
+
+impl Paced for crate::wire::WireBody {
+    /// llama-swap sends about five events per proxied request, each its own TCP segment; while
+    /// away, the socket's wake threshold is raised ([`crate::wire::set_wake_threshold`]).
+    fn away(&self, away: bool) {
+        self.set_wake_threshold(if away { AWAY_WAKE_BYTES } else { 1 });
+    }
+}
+
 /// The event stream's next batch: waits until `after` (if set), then up to `quiet` for a
 /// frame, then takes every further frame that is already there without waiting (stopping
 /// after the end or an error). `Err`: `quiet` passed without a frame.
-async fn paced_frames<B: Body + Unpin>(
+async fn paced_frames<B: Paced>(
     body: &mut B,
     after: Option<tokio::time::Instant>,
     quiet: Duration,
 ) -> Result<Vec<FrameOf<B>>, tokio::time::error::Elapsed> {
     if let Some(t) = after {
         tokio::time::sleep_until(t).await;
+        body.away(false);
     }
     let first = tokio::time::timeout(quiet, body.frame()).await?;
     let mut out = Vec::with_capacity(4);
@@ -621,6 +645,56 @@ mod tests {
 
     type Tx = mpsc::UnboundedSender<Result<Frame<Bytes>, Infallible>>;
     type TestBody = StreamBody<mpsc::UnboundedReceiver<Result<Frame<Bytes>, Infallible>>>;
+
+    impl Paced for TestBody {
+        fn away(&self, _away: bool) {}
+    }
+
+    /// Over TCP: events sent while the connector is away arrive with the next window's read
+    /// (the window's end lowers the wake threshold again, or the read would wait forever).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn events_sent_while_away_are_read_when_the_window_ends() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/events", l.local_addr().unwrap());
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut head = vec![0u8; 4096];
+            let _ = s.read(&mut head).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await
+                .unwrap();
+            go_rx.await.unwrap();
+            for ev in ["a", "b"] {
+                let line = format!("event:message\ndata:{ev}\n\n");
+                s.write_all(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes())
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        let client = super::super::client::HostClient::new(Duration::from_secs(5));
+        let resp = client.open_stream(&url, &[]).await.unwrap();
+        let mut b = resp.into_body();
+        b.away(true);
+        let after = tokio::time::Instant::now() + Duration::from_millis(300);
+        go_tx.send(()).unwrap();
+        let t0 = std::time::Instant::now();
+        let got = paced_frames(&mut b, Some(after), Duration::from_secs(5))
+            .await
+            .expect("no events after the window");
+        assert!(t0.elapsed() >= Duration::from_millis(300));
+        assert!(t0.elapsed() < Duration::from_secs(4), "read late: {:?}", t0.elapsed());
+        let text: String = got
+            .into_iter()
+            .filter_map(|f| f.and_then(Result::ok)?.into_data().ok())
+            .map(|d| String::from_utf8_lossy(&d).into_owned())
+            .collect();
+        assert_eq!(text, "event:message\ndata:a\n\nevent:message\ndata:b\n\n");
+        server.abort();
+    }
 
     fn body() -> (Tx, TestBody) {
         let (tx, rx) = mpsc::unbounded();
