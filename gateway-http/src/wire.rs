@@ -1408,6 +1408,9 @@ mod tests {
             .expect("lowering the threshold did not wake the reader")
             .unwrap();
         let n = r.read(&mut got).await.unwrap();
-        assert_eq!(&got[..n], b"event:message\ndata:{}\n\nevent:message\ndata:{}\n\n");
+        assert_eq!(
+            &got[..n],
+            b"event:message\ndata:{}\n\nevent:message\ndata:{}\n\n"
+        );
     }
 }

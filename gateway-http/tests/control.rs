@@ -958,3 +958,27 @@ async fn activity_rows_announced_during_an_activity_api_outage_are_stored_after_
     })
     .await;
 }
+
+/// A window that announces more rows than one page fetches them page after page (each request
+/// short for the host), and every row arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_with_many_rows_is_fetched_in_small_pages() {
+    let (_dir, st, host, _gw) = followed_host("pages", Duration::from_secs(2)).await;
+    let fetches_before = host.stats().requests("/api/metrics/activity");
+    const N: usize = 240;
+    chats(&host, N, 8).await;
+    wait_until("every request's activity row stored", || async {
+        host_rows(&st, "pages").await.len() >= N
+    })
+    .await;
+    let rows = host_rows(&st, "pages").await;
+    let ids: std::collections::HashSet<_> = rows.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!((rows.len(), ids.len()), (N, N));
+    // The first row after the quiet spell comes alone; the rest (one window, or two if the
+    // requests straddled one) needs at least three pages of 100.
+    let fetches = host.stats().requests("/api/metrics/activity") - fetches_before;
+    assert!(
+        (4..=12).contains(&fetches),
+        "{fetches} activity fetches for {N} rows"
+    );
+}

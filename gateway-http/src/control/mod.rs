@@ -162,8 +162,8 @@ pub struct ControlConfig {
     pub quiet_probe_after: Duration,
     /// Activity rows announced by `activity` events: a row announced after a quiet spell is
     /// fetched at once, later ones together at most once per this window (default 100 ms), so
-    /// a busy host costs one `/api/metrics/activity` range request per window instead of one
-    /// per proxied request.
+    /// a busy host costs a few `/api/metrics/activity` requests per window (pages of 100 rows,
+    /// each short for the host) instead of one per proxied request.
     pub activity_batch: Duration,
     /// A llama-swap host's event stream is read at most once per this window (default 10 ms):
     /// after a read's events are handled, the next read waits until the window has passed, so
