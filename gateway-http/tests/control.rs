@@ -915,24 +915,37 @@ async fn chats(host: &SimHost, n: usize, at_once: usize) {
     }
 }
 
+/// Sends `n` chats (8 at a time) straight to `host` (followed as `id`), waits until every
+/// activity row is stored, then `settle` longer, and checks that each row is stored exactly
+/// once. Returns how many activity fetches the host answered meanwhile.
+async fn chats_with_rows_stored(
+    st: &Arc<dyn Store>,
+    host: &SimHost,
+    id: &str,
+    n: usize,
+    settle: Duration,
+) -> u64 {
+    let fetches_before = host.stats().requests("/api/metrics/activity");
+    chats(host, n, 8).await;
+    wait_until("every request's activity row stored", || async {
+        host_rows(st, id).await.len() >= n
+    })
+    .await;
+    // Nothing more arrives later, and no row is stored twice.
+    tokio::time::sleep(settle).await;
+    let rows = host_rows(st, id).await;
+    let ids: std::collections::HashSet<_> = rows.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!((rows.len(), ids.len()), (n, n), "{rows:?}");
+    host.stats().requests("/api/metrics/activity") - fetches_before
+}
+
 /// On a busy llama-swap host the connector fetches the activity rows its events announce in
 /// batches (one range request per window, not one per request), and every row is stored once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_host_activity_is_fetched_in_batches_and_every_row_is_stored() {
     let (_dir, st, host, _gw) = followed_host("busy", Duration::from_millis(300)).await;
-    let fetches_before = host.stats().requests("/api/metrics/activity");
     const N: usize = 48;
-    chats(&host, N, 8).await;
-    wait_until("every request's activity row stored", || async {
-        host_rows(&st, "busy").await.len() >= N
-    })
-    .await;
-    // Nothing more arrives later, and no row is stored twice.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let rows = host_rows(&st, "busy").await;
-    let ids: std::collections::HashSet<_> = rows.iter().map(|(id, _)| id.clone()).collect();
-    assert_eq!((rows.len(), ids.len()), (N, N), "{rows:?}");
-    let fetches = host.stats().requests("/api/metrics/activity") - fetches_before;
+    let fetches = chats_with_rows_stored(&st, &host, "busy", N, Duration::from_millis(400)).await;
     assert!(
         fetches <= (N / 4) as u64,
         "{fetches} activity fetches for {N} requests"
@@ -964,19 +977,10 @@ async fn activity_rows_announced_during_an_activity_api_outage_are_stored_after_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_with_many_rows_is_fetched_in_small_pages() {
     let (_dir, st, host, _gw) = followed_host("pages", Duration::from_secs(2)).await;
-    let fetches_before = host.stats().requests("/api/metrics/activity");
     const N: usize = 240;
-    chats(&host, N, 8).await;
-    wait_until("every request's activity row stored", || async {
-        host_rows(&st, "pages").await.len() >= N
-    })
-    .await;
-    let rows = host_rows(&st, "pages").await;
-    let ids: std::collections::HashSet<_> = rows.iter().map(|(id, _)| id.clone()).collect();
-    assert_eq!((rows.len(), ids.len()), (N, N));
+    let fetches = chats_with_rows_stored(&st, &host, "pages", N, Duration::ZERO).await;
     // The first row after the quiet spell comes alone; the rest (one window, or two if the
     // requests straddled one) needs at least three pages of 100.
-    let fetches = host.stats().requests("/api/metrics/activity") - fetches_before;
     assert!(
         (4..=12).contains(&fetches),
         "{fetches} activity fetches for {N} rows"
